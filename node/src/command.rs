@@ -1,0 +1,98 @@
+//! What goes into a shard's Raft log, and what applying it returns.
+//!
+//! One log entry carries a [`Command`]: a batch of [`Op`]s proposed together by the
+//! shard's proposer, plus the leader's wall clock at proposal time. Every replica
+//! applies the batch with that same clock, so TTL decisions (is this key expired?)
+//! are identical everywhere. Relative TTLs never enter the log: the leader turns
+//! them into absolute `expires_at_ms` deadlines before proposing, so a leader
+//! change does not reset them.
+//!
+//! Encoded with postcard inside openraft's entries (serde).
+
+use bytes::Bytes;
+use ringkv_core::{ClusterMap, Version};
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds.
+pub type UnixMs = u64;
+
+/// One Raft log entry's application payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The proposing leader's wall clock. Apply uses it as "now" for expiry checks.
+    pub now_ms: UnixMs,
+    /// Applied in order; the i-th result answers the i-th op.
+    pub ops: Vec<Op>,
+}
+
+/// A precondition on a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// Always write.
+    None,
+    /// Write only if the key is absent (or expired at `now_ms`).
+    IfAbsent,
+    /// Write only if the key exists at exactly this version.
+    IfVersion(Version),
+}
+
+/// One operation of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Set `key` to `value`. `expires_at_ms = None` means no expiry (and clears any
+    /// previous TTL).
+    Put { key: Bytes, value: Bytes, expires_at_ms: Option<UnixMs>, condition: Condition },
+    /// Remove `key`, optionally only at a given version.
+    Delete { key: Bytes, if_version: Option<Version> },
+    /// Replace the TTL of an existing key (`None` clears it) without changing its
+    /// value or version.
+    Touch { key: Bytes, expires_at_ms: Option<UnixMs> },
+    /// Add `delta` to the decimal integer stored at `key` (absent counts as 0).
+    /// `expires_at_ms = None` keeps the key's current TTL.
+    Increment { key: Bytes, delta: i64, expires_at_ms: Option<UnixMs> },
+    /// Background expiry: remove each key that is expired at `now_ms`. Keys that
+    /// were rewritten or touched since the leader chose them are left alone.
+    Expire { keys: Vec<Bytes> },
+    /// Meta shard only: install a cluster map, if the current epoch matches
+    /// (`None` = only if no map is installed yet).
+    SetClusterMap { expected_epoch: Option<u64>, map: ClusterMap },
+}
+
+/// The result of one [`Op`], in the same position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// `version` is the new version on success, else the current one (0 = absent).
+    Put { succeeded: bool, version: Version },
+    /// `version` is the entry's index when deleted, else the current one (0 = absent).
+    Delete { deleted: bool, version: Version },
+    /// `expires_at_ms` is the deadline now in force (`None` = no expiry).
+    Touch { found: bool, expires_at_ms: Option<UnixMs> },
+    Increment(Result<IncrementOk, IncrementError>),
+    /// How many keys were actually removed.
+    Expire { removed: u64 },
+    /// `epoch` is the map's epoch after the op (the current one on failure).
+    SetClusterMap { succeeded: bool, epoch: u64 },
+}
+
+/// A successful increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementOk {
+    pub value: i64,
+    pub version: Version,
+}
+
+/// Why an increment changed nothing. Deterministic, so a response, not a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IncrementError {
+    /// The stored value is not a decimal i64.
+    NotAnInteger,
+    /// The result would not fit in an i64.
+    Overflow,
+}
+
+/// What applying one log entry returned. Blank and membership entries return an
+/// empty `results`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub results: Vec<OpResult>,
+}

@@ -1,0 +1,5 @@
+//! ringkv-node (being built).
+
+pub mod command;
+pub mod raft_types;
+pub mod state_machine;

@@ -1,0 +1,13 @@
+//! ringkv's wire API, package `ringkv.v1`: the public `KV` and `Admin` services and
+//! the node-to-node `Raft` transport. Generated at build time from `proto/` by
+//! protox and tonic-prost-build; no `protoc` needed.
+
+#![allow(clippy::large_enum_variant)]
+#![allow(missing_docs)]
+
+/// Generated messages and services of `ringkv.v1`.
+pub mod v1 {
+    tonic::include_proto!("ringkv.v1");
+}
+
+pub use v1::*;

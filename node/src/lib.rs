@@ -3,3 +3,4 @@
 pub mod command;
 pub mod raft_types;
 pub mod state_machine;
+pub mod store;

@@ -2,17 +2,11 @@
 //! system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/ringkv/v1/kv.proto",
-        "proto/ringkv/v1/admin.proto",
-        "proto/ringkv/v1/raft.proto",
-    ];
+    let files = ["proto/ringkv/v1/kv.proto", "proto/ringkv/v1/admin.proto", "proto/ringkv/v1/raft.proto"];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_fds(descriptors)?;
+    tonic_prost_build::configure().bytes(".").compile_fds(descriptors)?;
     Ok(())
 }

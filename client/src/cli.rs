@@ -161,18 +161,13 @@ pub fn parse_addr(s: &str) -> Result<String, String> {
     }
     match port.parse::<u16>() {
         Ok(port) if port != 0 => Ok(s.to_string()),
-        _ => Err(format!(
-            "`{s}` has no valid port (expected HOST:PORT, port 1-65535)"
-        )),
+        _ => Err(format!("`{s}` has no valid port (expected HOST:PORT, port 1-65535)")),
     }
 }
 
 /// Parses a TTL in milliseconds with the same limits as the nodes.
 pub fn parse_ttl_ms(s: &str) -> Result<u64, String> {
-    let ttl_ms: i64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    let ttl_ms: i64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
     ringkv_core::limits::check_ttl(ttl_ms).map_err(|err| err.to_string())
 }
 
@@ -194,9 +189,7 @@ pub fn parse_nodes(s: &str) -> Result<NodeList, String> {
             Ok(0) => return Err(format!("`{entry}`: node id 0 is reserved; ids start at 1")),
             Ok(id) => id,
             Err(_) => {
-                return Err(format!(
-                    "`{entry}`: `{id}` is not a node id (a positive integer)"
-                ));
+                return Err(format!("`{entry}`: `{id}` is not a node id (a positive integer)"));
             }
         };
         if addr.trim().is_empty() {
@@ -207,9 +200,7 @@ pub fn parse_nodes(s: &str) -> Result<NodeList, String> {
             return Err(format!("node id {id} is listed twice"));
         }
         if let Some(other) = addrs.insert(addr.clone(), id) {
-            return Err(format!(
-                "address {addr} is listed twice (nodes {other} and {id})"
-            ));
+            return Err(format!("address {addr} is listed twice (nodes {other} and {id})"));
         }
         nodes.push((id, addr));
     }
@@ -225,32 +216,19 @@ pub struct Failure {
 
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
-        let exit = if matches!(err, Error::InvalidArgument(_)) {
-            EXIT_USAGE
-        } else {
-            EXIT_ERROR
-        };
-        Failure {
-            exit,
-            message: err.to_string(),
-        }
+        let exit = if matches!(err, Error::InvalidArgument(_)) { EXIT_USAGE } else { EXIT_ERROR };
+        Failure { exit, message: err.to_string() }
     }
 }
 
 impl From<io::Error> for Failure {
     fn from(err: io::Error) -> Self {
-        Failure {
-            exit: EXIT_ERROR,
-            message: format!("writing output: {err}"),
-        }
+        Failure { exit: EXIT_ERROR, message: format!("writing output: {err}") }
     }
 }
 
 fn usage(message: String) -> Failure {
-    Failure {
-        exit: EXIT_USAGE,
-        message,
-    }
+    Failure { exit: EXIT_USAGE, message }
 }
 
 /// Runs one parsed command, printing its answer to `out` (and `-v` details to
@@ -265,12 +243,9 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
     let mut addrs = cli.addr;
     if addrs.is_empty() {
         addrs = match &cli.command {
-            Command::Cluster(ClusterCommand::Init { nodes, .. }) => nodes
-                .0
-                .iter()
-                .take(1)
-                .map(|(_, addr)| addr.clone())
-                .collect(),
+            Command::Cluster(ClusterCommand::Init { nodes, .. }) => {
+                nodes.0.iter().take(1).map(|(_, addr)| addr.clone()).collect()
+            }
             _ => vec![DEFAULT_ADDR.to_string()],
         };
     }
@@ -279,22 +254,13 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
 
     match cli.command {
         Command::Get { key, stale } => {
-            let consistency = if stale {
-                Consistency::Stale
-            } else {
-                Consistency::Linearizable
-            };
+            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
             match client.get(key, consistency).await? {
                 Some(got) => {
                     out.write_all(&got.value)?;
                     out.write_all(b"\n")?;
                     if verbose {
-                        writeln!(
-                            err,
-                            "version={} ttl_ms={}",
-                            got.version,
-                            got.ttl_ms.unwrap_or(0)
-                        )?;
+                        writeln!(err, "version={} ttl_ms={}", got.version, got.ttl_ms.unwrap_or(0))?;
                     }
                     Ok(EXIT_OK)
                 }
@@ -304,21 +270,13 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 }
             }
         }
-        Command::Put {
-            key,
-            value,
-            ttl_ms,
-            if_absent,
-            if_version,
-        } => {
+        Command::Put { key, value, ttl_ms, if_absent, if_version } => {
             let condition = match (if_absent, if_version) {
                 (true, _) => Condition::IfAbsent,
                 (false, Some(version)) => Condition::IfVersion(version),
                 (false, None) => Condition::None,
             };
-            let put = client
-                .put(key, value, PutOptions { ttl_ms, condition })
-                .await?;
+            let put = client.put(key, value, PutOptions { ttl_ms, condition }).await?;
             answer(out, put_line(put))
         }
         Command::Del { key, if_version } => {
@@ -328,10 +286,7 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Touch { key, ttl_ms } => {
             let touched = client.touch(key, ttl_ms).await?;
             let line = match touched.found {
-                true => (
-                    format!("OK ttl_ms={}", touched.ttl_ms.unwrap_or(0)),
-                    EXIT_OK,
-                ),
+                true => (format!("OK ttl_ms={}", touched.ttl_ms.unwrap_or(0)), EXIT_OK),
                 false => ("(not found)".to_string(), EXIT_NEGATIVE),
             };
             answer(out, line)
@@ -344,30 +299,18 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             }
             Ok(EXIT_OK)
         }
-        Command::Cluster(ClusterCommand::Init {
-            nodes,
-            shards,
-            replicas,
-        }) => {
+        Command::Cluster(ClusterCommand::Init { nodes, shards, replicas }) => {
             if replicas as usize > nodes.0.len() {
                 let count = nodes.0.len();
-                return Err(usage(format!(
-                    "--replicas {replicas} is more than the {count} nodes given"
-                )));
+                return Err(usage(format!("--replicas {replicas} is more than the {count} nodes given")));
             }
-            let created = client
-                .init_cluster(nodes.0, shards, replicas)
-                .await
-                .map_err(|err| match err {
-                    Error::AlreadyExists(reason) => Failure {
-                        exit: EXIT_ERROR,
-                        message: format!("cluster init refused: already initialized: {reason}"),
-                    },
-                    err => Failure {
-                        message: format!("cluster init failed: {err}"),
-                        ..err.into()
-                    },
-                })?;
+            let created = client.init_cluster(nodes.0, shards, replicas).await.map_err(|err| match err {
+                Error::AlreadyExists(reason) => Failure {
+                    exit: EXIT_ERROR,
+                    message: format!("cluster init refused: already initialized: {reason}"),
+                },
+                err => Failure { message: format!("cluster init failed: {err}"), ..err.into() },
+            })?;
             answer(out, (init_line(&created), EXIT_OK))
         }
         Command::Cluster(ClusterCommand::Status) => {
@@ -386,10 +329,7 @@ fn answer(out: &mut impl Write, (line, exit): (String, u8)) -> Result<u8, Failur
 fn put_line(put: PutResult) -> (String, u8) {
     match put.succeeded {
         true => (format!("OK version={}", put.version), EXIT_OK),
-        false => (
-            format!("(condition failed) version={}", put.version),
-            EXIT_NEGATIVE,
-        ),
+        false => (format!("(condition failed) version={}", put.version), EXIT_NEGATIVE),
     }
 }
 
@@ -399,10 +339,7 @@ fn delete_line(deleted: bool, version: u64) -> (String, u8) {
     match (deleted, version) {
         (true, version) => (format!("OK version={version}"), EXIT_OK),
         (false, 0) => ("(not found)".to_string(), EXIT_NEGATIVE),
-        (false, version) => (
-            format!("(condition failed) version={version}"),
-            EXIT_NEGATIVE,
-        ),
+        (false, version) => (format!("(condition failed) version={version}"), EXIT_NEGATIVE),
     }
 }
 
@@ -420,11 +357,8 @@ fn status_table(status: &ClusterStatusResponse) -> String {
         "cluster {}  epoch {}  shards {}  replicas {}\n\n",
         status.cluster_id, status.epoch, status.shards, status.replicas
     );
-    let nodes: Vec<[String; 2]> = status
-        .nodes
-        .iter()
-        .map(|node| [node.id.to_string(), node.addr.clone()])
-        .collect();
+    let nodes: Vec<[String; 2]> =
+        status.nodes.iter().map(|node| [node.id.to_string(), node.addr.clone()]).collect();
     text.push_str(&table(["NODE", "ADDRESS"], &nodes));
     text.push('\n');
     let shards: Vec<[String; 3]> = status
@@ -480,9 +414,7 @@ mod tests {
     }
 
     fn command(args: &[&str]) -> Command {
-        parse(args)
-            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
-            .command
+        parse(args).unwrap_or_else(|err| panic!("{args:?}: {err}")).command
     }
 
     fn parse_error(args: &[&str]) -> String {
@@ -494,20 +426,8 @@ mod tests {
 
     #[test]
     fn get() {
-        assert_eq!(
-            command(&["get", "k"]),
-            Command::Get {
-                key: "k".into(),
-                stale: false
-            }
-        );
-        assert_eq!(
-            command(&["get", "k", "--stale"]),
-            Command::Get {
-                key: "k".into(),
-                stale: true
-            }
-        );
+        assert_eq!(command(&["get", "k"]), Command::Get { key: "k".into(), stale: false });
+        assert_eq!(command(&["get", "k", "--stale"]), Command::Get { key: "k".into(), stale: true });
         assert!(parse_error(&["get"]).contains("KEY"));
     }
 
@@ -547,11 +467,7 @@ mod tests {
         );
         assert!(matches!(
             command(&["put", "k", "v", "--if-absent"]),
-            Command::Put {
-                if_absent: true,
-                if_version: None,
-                ..
-            }
+            Command::Put { if_absent: true, if_version: None, .. }
         ));
         assert!(
             parse_error(&["put", "k", "v", "--if-absent", "--if-version", "1"])
@@ -562,50 +478,22 @@ mod tests {
         assert!(parse_error(&["put", "k", "v", "--ttl-ms", "1e3"]).contains("milliseconds"));
         let ten_years_and_a_bit = "315360000001";
         assert!(parse_error(&["touch", "k", "--ttl-ms", ten_years_and_a_bit]).contains("limit"));
-        assert!(
-            matches!(command(&["put", "k", "-5"]), Command::Put { value, .. } if value == "-5")
-        );
+        assert!(matches!(command(&["put", "k", "-5"]), Command::Put { value, .. } if value == "-5"));
     }
 
     #[test]
     fn del_touch_incr() {
-        assert_eq!(
-            command(&["del", "k"]),
-            Command::Del {
-                key: "k".into(),
-                if_version: None
-            }
-        );
+        assert_eq!(command(&["del", "k"]), Command::Del { key: "k".into(), if_version: None });
         assert_eq!(
             command(&["delete", "k", "--if-version", "3"]),
-            Command::Del {
-                key: "k".into(),
-                if_version: Some(3)
-            }
+            Command::Del { key: "k".into(), if_version: Some(3) }
         );
-        assert_eq!(
-            command(&["touch", "k", "--ttl-ms", "0"]),
-            Command::Touch {
-                key: "k".into(),
-                ttl_ms: 0
-            }
-        );
+        assert_eq!(command(&["touch", "k", "--ttl-ms", "0"]), Command::Touch { key: "k".into(), ttl_ms: 0 });
         assert!(parse_error(&["touch", "k"]).contains("--ttl-ms"));
-        assert_eq!(
-            command(&["incr", "c"]),
-            Command::Incr {
-                key: "c".into(),
-                delta: 1,
-                ttl_ms: 0
-            }
-        );
+        assert_eq!(command(&["incr", "c"]), Command::Incr { key: "c".into(), delta: 1, ttl_ms: 0 });
         assert_eq!(
             command(&["incr", "c", "-5", "--ttl-ms", "60000"]),
-            Command::Incr {
-                key: "c".into(),
-                delta: -5,
-                ttl_ms: 60000
-            }
+            Command::Incr { key: "c".into(), delta: -5, ttl_ms: 60000 }
         );
         assert!(parse_error(&["incr", "c", "x"]).contains("invalid value"));
     }
@@ -613,12 +501,7 @@ mod tests {
     #[test]
     fn cluster_init() {
         assert_eq!(
-            command(&[
-                "cluster",
-                "init",
-                "--nodes",
-                "1=127.0.0.1:7001, 2=h:7002,3=h:7003"
-            ]),
+            command(&["cluster", "init", "--nodes", "1=127.0.0.1:7001, 2=h:7002,3=h:7003"]),
             Command::Cluster(ClusterCommand::Init {
                 nodes: NodeList(vec![
                     (1, "127.0.0.1:7001".into()),
@@ -630,30 +513,12 @@ mod tests {
             })
         );
         assert!(matches!(
-            command(&[
-                "cluster",
-                "init",
-                "--nodes",
-                "1=a:1",
-                "--shards",
-                "4",
-                "--replicas",
-                "1"
-            ]),
-            Command::Cluster(ClusterCommand::Init {
-                shards: 4,
-                replicas: 1,
-                ..
-            })
+            command(&["cluster", "init", "--nodes", "1=a:1", "--shards", "4", "--replicas", "1"]),
+            Command::Cluster(ClusterCommand::Init { shards: 4, replicas: 1, .. })
         ));
         assert!(parse_error(&["cluster", "init"]).contains("--nodes"));
-        assert!(
-            parse_error(&["cluster", "init", "--nodes", "1=a:1", "--shards", "0"]).contains("0")
-        );
-        assert_eq!(
-            command(&["cluster", "status"]),
-            Command::Cluster(ClusterCommand::Status)
-        );
+        assert!(parse_error(&["cluster", "init", "--nodes", "1=a:1", "--shards", "0"]).contains("0"));
+        assert_eq!(command(&["cluster", "status"]), Command::Cluster(ClusterCommand::Status));
     }
 
     #[test]
@@ -672,10 +537,7 @@ mod tests {
         ];
         for (nodes, want) in cases {
             let err = parse_nodes(nodes).expect_err(nodes);
-            assert!(
-                err.contains(want),
-                "{nodes:?}: {err:?} does not say {want:?}"
-            );
+            assert!(err.contains(want), "{nodes:?}: {err:?} does not say {want:?}");
             let err = parse_error(&["cluster", "init", "--nodes", nodes]);
             assert!(err.contains(want), "{nodes:?}: clap said {err:?}");
         }
@@ -683,74 +545,31 @@ mod tests {
 
     #[test]
     fn help_and_usage_errors_are_not_panics() {
-        assert_eq!(
-            parse(&["--help"]).unwrap_err().kind(),
-            ErrorKind::DisplayHelp
-        );
-        assert_eq!(
-            parse(&[]).unwrap_err().kind(),
-            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        );
-        assert_eq!(
-            parse(&["frob"]).unwrap_err().kind(),
-            ErrorKind::InvalidSubcommand
-        );
-        assert!(
-            parse(&["--help"])
-                .unwrap_err()
-                .to_string()
-                .contains("Exit status")
-        );
+        assert_eq!(parse(&["--help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        assert_eq!(parse(&[]).unwrap_err().kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+        assert_eq!(parse(&["frob"]).unwrap_err().kind(), ErrorKind::InvalidSubcommand);
+        assert!(parse(&["--help"]).unwrap_err().to_string().contains("Exit status"));
     }
 
     #[test]
     fn answers() {
+        assert_eq!(put_line(PutResult { succeeded: true, version: 12 }), ("OK version=12".into(), 0));
         assert_eq!(
-            put_line(PutResult {
-                succeeded: true,
-                version: 12
-            }),
-            ("OK version=12".into(), 0)
-        );
-        assert_eq!(
-            put_line(PutResult {
-                succeeded: false,
-                version: 7
-            }),
+            put_line(PutResult { succeeded: false, version: 7 }),
             ("(condition failed) version=7".into(), EXIT_NEGATIVE)
         );
         assert_eq!(delete_line(true, 9), ("OK version=9".into(), 0));
         assert_eq!(delete_line(false, 0), ("(not found)".into(), EXIT_NEGATIVE));
-        assert_eq!(
-            delete_line(false, 4),
-            ("(condition failed) version=4".into(), EXIT_NEGATIVE)
-        );
-        let created = InitClusterResponse {
-            cluster_id: "c1".into(),
-            epoch: 1,
-            shards: 32,
-            replicas: 3,
-        };
-        assert_eq!(
-            init_line(&created),
-            "OK cluster_id=c1 epoch=1 shards=32 replicas=3"
-        );
+        assert_eq!(delete_line(false, 4), ("(condition failed) version=4".into(), EXIT_NEGATIVE));
+        let created = InitClusterResponse { cluster_id: "c1".into(), epoch: 1, shards: 32, replicas: 3 };
+        assert_eq!(init_line(&created), "OK cluster_id=c1 epoch=1 shards=32 replicas=3");
     }
 
     #[test]
     fn failures_exit_codes() {
-        assert_eq!(
-            Failure::from(Error::InvalidArgument("x".into())).exit,
-            EXIT_USAGE
-        );
-        assert_eq!(
-            Failure::from(Error::Unavailable("x".into())).exit,
-            EXIT_ERROR
-        );
-        assert_eq!(
-            Failure::from(Error::DeadlineExceeded).message,
-            "deadline exceeded"
-        );
+        assert_eq!(Failure::from(Error::InvalidArgument("x".into())).exit, EXIT_USAGE);
+        assert_eq!(Failure::from(Error::Unavailable("x".into())).exit, EXIT_ERROR);
+        assert_eq!(Failure::from(Error::DeadlineExceeded).message, "deadline exceeded");
     }
 
     #[test]
@@ -761,31 +580,13 @@ mod tests {
             shards: 2,
             replicas: 2,
             nodes: vec![
-                NodeAddress {
-                    id: 1,
-                    addr: "127.0.0.1:7001".into(),
-                },
-                NodeAddress {
-                    id: 12,
-                    addr: "h:7002".into(),
-                },
+                NodeAddress { id: 1, addr: "127.0.0.1:7001".into() },
+                NodeAddress { id: 12, addr: "h:7002".into() },
             ],
             shard_status: vec![
-                ShardStatus {
-                    shard: 0,
-                    replicas: vec![1, 12],
-                    leader_id: 1,
-                },
-                ShardStatus {
-                    shard: 1,
-                    replicas: vec![1, 12],
-                    leader_id: 0,
-                },
-                ShardStatus {
-                    shard: 2,
-                    replicas: vec![12, 1],
-                    leader_id: 12,
-                },
+                ShardStatus { shard: 0, replicas: vec![1, 12], leader_id: 1 },
+                ShardStatus { shard: 1, replicas: vec![1, 12], leader_id: 0 },
+                ShardStatus { shard: 2, replicas: vec![12, 1], leader_id: 12 },
             ],
         };
         let want = "\
@@ -809,21 +610,11 @@ SHARD  LEADER  REPLICAS
         let cli = parse(&["--addr", "127.0.0.1:9", "get", ""]).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let failure = run(cli, &mut out, &mut err).await.unwrap_err();
-        assert_eq!(
-            failure,
-            Failure {
-                exit: EXIT_USAGE,
-                message: "invalid argument: key is empty".into()
-            }
-        );
+        assert_eq!(failure, Failure { exit: EXIT_USAGE, message: "invalid argument: key is empty".into() });
         let cli = parse(&["cluster", "init", "--nodes", "1=a:1,2=b:1"]).unwrap();
         let failure = run(cli, &mut out, &mut err).await.unwrap_err();
         assert_eq!(failure.exit, EXIT_USAGE);
-        assert!(
-            failure
-                .message
-                .contains("--replicas 3 is more than the 2 nodes")
-        );
+        assert!(failure.message.contains("--replicas 3 is more than the 2 nodes"));
         assert!(out.is_empty());
     }
 }

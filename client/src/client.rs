@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_core::limits::{
-    DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, check_ttl, check_value,
-};
+use ringkv_core::limits::{DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, check_ttl, check_value};
 use ringkv_core::{META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
@@ -182,11 +180,7 @@ impl Client {
         }
         let routes = Routes::new(addrs, opts.shard_count);
         Ok(Client {
-            inner: Arc::new(Inner {
-                opts,
-                routes: Mutex::new(routes),
-                channels: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { opts, routes: Mutex::new(routes), channels: Mutex::new(HashMap::new()) }),
         })
     }
 
@@ -207,10 +201,7 @@ impl Client {
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
-                let request = proto::GetRequest {
-                    key: key.clone(),
-                    consistency: consistency.into(),
-                };
+                let request = proto::GetRequest { key: key.clone(), consistency: consistency.into() };
                 async move { kv(channel, max).get(with_timeout(request, timeout)).await }
             })
             .await?;
@@ -235,27 +226,17 @@ impl Client {
         let condition = match opts.condition {
             Condition::None => None,
             Condition::IfAbsent => Some(proto::put_request::Condition::IfAbsent(true)),
-            Condition::IfVersion(version) => {
-                Some(proto::put_request::Condition::IfVersion(version))
-            }
+            Condition::IfVersion(version) => Some(proto::put_request::Condition::IfVersion(version)),
         };
         let op = self.op("put", &key, true, true);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
-                let request = proto::PutRequest {
-                    key: key.clone(),
-                    value: value.clone(),
-                    ttl_ms,
-                    condition,
-                };
+                let request = proto::PutRequest { key: key.clone(), value: value.clone(), ttl_ms, condition };
                 async move { kv(channel, max).put(with_timeout(request, timeout)).await }
             })
             .await?;
-        Ok(PutResult {
-            succeeded: response.succeeded,
-            version: response.version,
-        })
+        Ok(PutResult { succeeded: response.succeeded, version: response.version })
     }
 
     /// Deletes `key`, only at `if_version` when given.
@@ -270,21 +251,11 @@ impl Client {
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
-                let request = proto::DeleteRequest {
-                    key: key.clone(),
-                    if_version,
-                };
-                async move {
-                    kv(channel, max)
-                        .delete(with_timeout(request, timeout))
-                        .await
-                }
+                let request = proto::DeleteRequest { key: key.clone(), if_version };
+                async move { kv(channel, max).delete(with_timeout(request, timeout)).await }
             })
             .await?;
-        Ok(DeleteResult {
-            deleted: response.deleted,
-            version: response.version,
-        })
+        Ok(DeleteResult { deleted: response.deleted, version: response.version })
     }
 
     /// Sets `key`'s TTL to `ttl_ms` (0 = stop expiring) without rewriting it.
@@ -296,17 +267,11 @@ impl Client {
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
-                let request = proto::TouchRequest {
-                    key: key.clone(),
-                    ttl_ms,
-                };
+                let request = proto::TouchRequest { key: key.clone(), ttl_ms };
                 async move { kv(channel, max).touch(with_timeout(request, timeout)).await }
             })
             .await?;
-        Ok(TouchResult {
-            found: response.found,
-            ttl_ms: nonzero(response.ttl_ms),
-        })
+        Ok(TouchResult { found: response.found, ttl_ms: nonzero(response.ttl_ms) })
     }
 
     /// Adds `delta` to the decimal integer at `key` (a missing key counts as 0).
@@ -325,22 +290,11 @@ impl Client {
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
-                let request = proto::IncrementRequest {
-                    key: key.clone(),
-                    delta,
-                    ttl_ms,
-                };
-                async move {
-                    kv(channel, max)
-                        .increment(with_timeout(request, timeout))
-                        .await
-                }
+                let request = proto::IncrementRequest { key: key.clone(), delta, ttl_ms };
+                async move { kv(channel, max).increment(with_timeout(request, timeout)).await }
             })
             .await?;
-        Ok(IncrementResult {
-            value: response.value,
-            version: response.version,
-        })
+        Ok(IncrementResult { value: response.value, version: response.version })
     }
 
     /// Forms a new cluster of `nodes` (id, address), sent to the client's first
@@ -353,27 +307,11 @@ impl Client {
         shards: u32,
         replicas: u32,
     ) -> Result<proto::InitClusterResponse, Error> {
-        let nodes: Vec<_> = nodes
-            .into_iter()
-            .map(|(id, addr)| proto::NodeAddress { id, addr })
-            .collect();
-        let op = Op {
-            name: "init_cluster",
-            shard: None,
-            write: true,
-            leader_confirmed: false,
-        };
+        let nodes: Vec<_> = nodes.into_iter().map(|(id, addr)| proto::NodeAddress { id, addr }).collect();
+        let op = Op { name: "init_cluster", shard: None, write: true, leader_confirmed: false };
         self.run(op, |channel, timeout| {
-            let request = proto::InitClusterRequest {
-                nodes: nodes.clone(),
-                shards,
-                replicas,
-            };
-            async move {
-                AdminClient::new(channel)
-                    .init_cluster(with_timeout(request, timeout))
-                    .await
-            }
+            let request = proto::InitClusterRequest { nodes: nodes.clone(), shards, replicas };
+            async move { AdminClient::new(channel).init_cluster(with_timeout(request, timeout)).await }
         })
         .await
     }
@@ -381,20 +319,15 @@ impl Client {
     /// The cluster map and each shard's current leader. Also primes the client's
     /// shard count and leader cache.
     pub async fn cluster_status(&self) -> Result<proto::ClusterStatusResponse, Error> {
-        let op = Op {
-            name: "cluster_status",
-            shard: Some(META_SHARD),
-            write: false,
-            leader_confirmed: false,
-        };
+        let op =
+            Op { name: "cluster_status", shard: Some(META_SHARD), write: false, leader_confirmed: false };
         let status = self
             .run(op, |channel, timeout| async move {
                 let request = with_timeout(proto::ClusterStatusRequest {}, timeout);
                 AdminClient::new(channel).cluster_status(request).await
             })
             .await?;
-        self.routes()
-            .record_cluster_status(status.shards, leaders_of(&status));
+        self.routes().record_cluster_status(status.shards, leaders_of(&status));
         Ok(status)
     }
 
@@ -406,19 +339,11 @@ impl Client {
     }
 
     fn op(&self, name: &'static str, key: &[u8], write: bool, leader_confirmed: bool) -> Op {
-        Op {
-            name,
-            shard: self.routes().shard_of(key),
-            write,
-            leader_confirmed,
-        }
+        Op { name, shard: self.routes().shard_of(key), write, leader_confirmed }
     }
 
     fn routes(&self) -> MutexGuard<'_, Routes> {
-        self.inner
-            .routes
-            .lock()
-            .expect("routes lock poisoned: a panic while routing")
+        self.inner.routes.lock().expect("routes lock poisoned: a panic while routing")
     }
 
     /// Largest message the client will decode: a full-size value plus its key and
@@ -452,26 +377,18 @@ impl Client {
     {
         let opts = &self.inner.opts;
         let deadline = Instant::now() + opts.request_timeout;
-        let policy = BackoffPolicy {
-            initial: opts.backoff_initial,
-            max: opts.backoff_max,
-        };
+        let policy = BackoffPolicy { initial: opts.backoff_initial, max: opts.backoff_max };
         let (mut attempts, mut addr) = Attempts::start(&self.routes(), op.shard, op.write, policy);
         let mut attempt = 1;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = if op.write {
-                remaining
-            } else {
-                remaining.min(opts.attempt_timeout)
-            };
+            let timeout = if op.write { remaining } else { remaining.min(opts.attempt_timeout) };
             let err = match self.channel(&addr) {
                 Err(err) => err,
                 // Dropping the call on timeout cancels the request (RST_STREAM).
                 Ok(channel) => match tokio::time::timeout(timeout, call(channel, timeout)).await {
                     Ok(Ok(response)) => {
-                        self.routes()
-                            .record_success(&addr, op.shard, op.leader_confirmed);
+                        self.routes().record_success(&addr, op.shard, op.leader_confirmed);
                         return Ok(response.into_inner());
                     }
                     Ok(Err(status)) => match Error::from(status) {
@@ -527,8 +444,7 @@ impl Client {
             .await
             .map_err(|_| Error::DeadlineExceeded)??
             .into_inner();
-        self.routes()
-            .record_cluster_status(status.shards, leaders_of(&status));
+        self.routes().record_cluster_status(status.shards, leaders_of(&status));
         Ok(())
     }
 }
@@ -566,18 +482,13 @@ fn nonzero(ttl_ms: u64) -> Option<u64> {
 
 /// Each shard's leader address per `ClusterStatus`, where both are known.
 fn leaders_of(status: &proto::ClusterStatusResponse) -> Vec<(ShardId, String)> {
-    let addrs: HashMap<NodeId, &str> = status
-        .nodes
-        .iter()
-        .map(|node| (node.id, node.addr.as_str()))
-        .collect();
+    let addrs: HashMap<NodeId, &str> =
+        status.nodes.iter().map(|node| (node.id, node.addr.as_str())).collect();
     status
         .shard_status
         .iter()
         .filter_map(|shard| {
-            let addr = addrs
-                .get(&shard.leader_id)
-                .filter(|addr| !addr.is_empty())?;
+            let addr = addrs.get(&shard.leader_id).filter(|addr| !addr.is_empty())?;
             Some((shard.shard, addr.to_string()))
         })
         .collect()

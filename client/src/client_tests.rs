@@ -48,11 +48,7 @@ impl FakeKv {
                     leader_addr: leader.clone().unwrap_or_default(),
                 });
                 let details = ErrorDetail { kind: Some(kind) }.encode_to_vec();
-                Err(Status::with_details(
-                    tonic::Code::FailedPrecondition,
-                    "not leader",
-                    details.into(),
-                ))
+                Err(Status::with_details(tonic::Code::FailedPrecondition, "not leader", details.into()))
             }
             Mode::Unavailable => Err(Status::unavailable("no quorum")),
             Mode::Hang => std::future::pending().await,
@@ -62,50 +58,25 @@ impl FakeKv {
 
 #[tonic::async_trait]
 impl Kv for FakeKv {
-    async fn get(
-        &self,
-        _: Request<proto::GetRequest>,
-    ) -> Result<Response<proto::GetResponse>, Status> {
-        let ok = proto::GetResponse {
-            found: true,
-            value: Bytes::from_static(b"value"),
-            version: 7,
-            ttl_ms: 0,
-        };
+    async fn get(&self, _: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
+        let ok =
+            proto::GetResponse { found: true, value: Bytes::from_static(b"value"), version: 7, ttl_ms: 0 };
         self.answer(ok).await
     }
 
-    async fn put(
-        &self,
-        _: Request<proto::PutRequest>,
-    ) -> Result<Response<proto::PutResponse>, Status> {
-        self.answer(proto::PutResponse {
-            succeeded: true,
-            version: 8,
-        })
-        .await
+    async fn put(&self, _: Request<proto::PutRequest>) -> Result<Response<proto::PutResponse>, Status> {
+        self.answer(proto::PutResponse { succeeded: true, version: 8 }).await
     }
 
     async fn delete(
         &self,
         _: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        self.answer(proto::DeleteResponse {
-            deleted: true,
-            version: 8,
-        })
-        .await
+        self.answer(proto::DeleteResponse { deleted: true, version: 8 }).await
     }
 
-    async fn touch(
-        &self,
-        _: Request<proto::TouchRequest>,
-    ) -> Result<Response<proto::TouchResponse>, Status> {
-        self.answer(proto::TouchResponse {
-            found: true,
-            ttl_ms: 500,
-        })
-        .await
+    async fn touch(&self, _: Request<proto::TouchRequest>) -> Result<Response<proto::TouchResponse>, Status> {
+        self.answer(proto::TouchResponse { found: true, ttl_ms: 500 }).await
     }
 
     async fn increment(
@@ -113,11 +84,7 @@ impl Kv for FakeKv {
         request: Request<proto::IncrementRequest>,
     ) -> Result<Response<proto::IncrementResponse>, Status> {
         let delta = request.into_inner().delta;
-        self.answer(proto::IncrementResponse {
-            value: delta,
-            version: 8,
-        })
-        .await
+        self.answer(proto::IncrementResponse { value: delta, version: 8 }).await
     }
 }
 
@@ -136,18 +103,10 @@ impl Fake {
 /// Starts a fake node; it runs until the test's runtime shuts down. The listener
 /// is bound before this returns, so connections queue until the server accepts.
 async fn start(mode: Mode) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address")
-        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound listener has an address").to_string();
     let calls = Arc::new(AtomicUsize::new(0));
-    let service = KvServer::new(FakeKv {
-        mode,
-        calls: calls.clone(),
-    });
+    let service = KvServer::new(FakeKv { mode, calls: calls.clone() });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -158,31 +117,20 @@ async fn start(mode: Mode) -> Fake {
 
 /// An address nothing listens on: bound, then closed, so connecting is refused.
 async fn closed_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("bound listener has an address")
-        .to_string()
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("bound listener has an address").to_string()
 }
 
 fn client(addrs: &[&str], opts: ClientOptions) -> Client {
-    Client::connect(addrs.iter().map(|addr| addr.to_string()).collect(), opts)
-        .expect("valid addresses")
+    Client::connect(addrs.iter().map(|addr| addr.to_string()).collect(), opts).expect("valid addresses")
 }
 
 fn fast() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        ..ClientOptions::default()
-    }
+    ClientOptions { request_timeout: Duration::from_secs(5), ..ClientOptions::default() }
 }
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, future)
-        .await
-        .expect("test exceeded its time bound")
+    tokio::time::timeout(BOUND, future).await.expect("test exceeded its time bound")
 }
 
 #[tokio::test]
@@ -192,31 +140,15 @@ async fn follows_not_leader_and_remembers_the_leader() {
         let follower = start(Mode::NotLeader(Some(leader.addr.clone()))).await;
         let client = client(&[&follower.addr], fast());
 
-        let got = client
-            .get("k", Consistency::Linearizable)
-            .await
-            .expect("get");
-        let want = GetResult {
-            value: Bytes::from_static(b"value"),
-            version: 7,
-            ttl_ms: None,
-        };
+        let got = client.get("k", Consistency::Linearizable).await.expect("get");
+        let want = GetResult { value: Bytes::from_static(b"value"), version: 7, ttl_ms: None };
         assert_eq!(got, Some(want));
         assert_eq!((follower.calls(), leader.calls()), (1, 1));
         assert_eq!(client.routes().leader(5), Some(leader.addr.as_str()));
 
         // The next request goes straight to the last good address: the leader.
-        let put = client
-            .put("k", "v", PutOptions::default())
-            .await
-            .expect("put");
-        assert_eq!(
-            put,
-            PutResult {
-                succeeded: true,
-                version: 8
-            }
-        );
+        let put = client.put("k", "v", PutOptions::default()).await.expect("put");
+        assert_eq!(put, PutResult { succeeded: true, version: 8 });
         assert_eq!((follower.calls(), leader.calls()), (1, 2));
     })
     .await
@@ -228,35 +160,14 @@ async fn redirected_writes_and_every_kv_method() {
         let leader = start(Mode::Serve).await;
         let follower = start(Mode::NotLeader(Some(leader.addr.clone()))).await;
         let client = client(&[&follower.addr], fast());
-        let opts = PutOptions {
-            ttl_ms: 1000,
-            condition: Condition::IfVersion(3),
-        };
+        let opts = PutOptions { ttl_ms: 1000, condition: Condition::IfVersion(3) };
         assert!(client.put("k", "v", opts).await.expect("put").succeeded);
         let deleted = client.delete("k", Some(8)).await.expect("delete");
-        assert_eq!(
-            deleted,
-            DeleteResult {
-                deleted: true,
-                version: 8
-            }
-        );
+        assert_eq!(deleted, DeleteResult { deleted: true, version: 8 });
         let touched = client.touch("k", 500).await.expect("touch");
-        assert_eq!(
-            touched,
-            TouchResult {
-                found: true,
-                ttl_ms: Some(500)
-            }
-        );
+        assert_eq!(touched, TouchResult { found: true, ttl_ms: Some(500) });
         let counter = client.increment("c", -3, 0).await.expect("increment");
-        assert_eq!(
-            counter,
-            IncrementResult {
-                value: -3,
-                version: 8
-            }
-        );
+        assert_eq!(counter, IncrementResult { value: -3, version: 8 });
         assert_eq!((follower.calls(), leader.calls()), (1, 4));
     })
     .await
@@ -268,10 +179,7 @@ async fn election_backs_off_and_tries_the_next_address() {
         let electing = start(Mode::NotLeader(None)).await;
         let leader = start(Mode::Serve).await;
         let client = client(&[&electing.addr, &leader.addr], fast());
-        let put = client
-            .put("k", "v", PutOptions::default())
-            .await
-            .expect("put");
+        let put = client.put("k", "v", PutOptions::default()).await.expect("put");
         assert!(put.succeeded);
         assert_eq!((electing.calls(), leader.calls()), (1, 1));
     })
@@ -284,10 +192,7 @@ async fn write_is_not_retried_after_unavailable() {
         let no_quorum = start(Mode::Unavailable).await;
         let leader = start(Mode::Serve).await;
         let client = client(&[&no_quorum.addr, &leader.addr], fast());
-        let err = client
-            .increment("c", 1, 0)
-            .await
-            .expect_err("must not retry");
+        let err = client.increment("c", 1, 0).await.expect_err("must not retry");
         assert_eq!(err, Error::Unavailable("no quorum".into()));
         assert_eq!((no_quorum.calls(), leader.calls()), (1, 0));
     })
@@ -313,10 +218,7 @@ async fn write_is_retried_when_the_connection_is_refused() {
         let down = closed_addr().await;
         let leader = start(Mode::Serve).await;
         let client = client(&[&down, &leader.addr], fast());
-        let put = client
-            .put("k", "v", PutOptions::default())
-            .await
-            .expect("put");
+        let put = client.put("k", "v", PutOptions::default()).await.expect("put");
         assert!(put.succeeded);
         assert_eq!(leader.calls(), 1);
     })
@@ -327,14 +229,8 @@ async fn write_is_retried_when_the_connection_is_refused() {
 async fn refused_everywhere_is_a_transport_error() {
     bounded(async {
         let down = closed_addr().await;
-        let opts = ClientOptions {
-            max_attempts: 3,
-            ..fast()
-        };
-        let err = client(&[&down], opts)
-            .get("k", Consistency::Linearizable)
-            .await
-            .unwrap_err();
+        let opts = ClientOptions { max_attempts: 3, ..fast() };
+        let err = client(&[&down], opts).get("k", Consistency::Linearizable).await.unwrap_err();
         assert!(matches!(err, Error::Transport(_)), "{err:?}");
     })
     .await
@@ -345,15 +241,9 @@ async fn hung_write_times_out_once() {
     bounded(async {
         let hung = start(Mode::Hang).await;
         let leader = start(Mode::Serve).await;
-        let opts = ClientOptions {
-            request_timeout: Duration::from_millis(300),
-            ..fast()
-        };
+        let opts = ClientOptions { request_timeout: Duration::from_millis(300), ..fast() };
         let client = client(&[&hung.addr, &leader.addr], opts);
-        let err = client
-            .put("k", "v", PutOptions::default())
-            .await
-            .expect_err("hung");
+        let err = client.put("k", "v", PutOptions::default()).await.expect_err("hung");
         assert_eq!(err, Error::DeadlineExceeded);
         assert_eq!((hung.calls(), leader.calls()), (1, 0));
     })
@@ -365,15 +255,9 @@ async fn hung_read_moves_on_after_the_attempt_timeout() {
     bounded(async {
         let hung = start(Mode::Hang).await;
         let leader = start(Mode::Serve).await;
-        let opts = ClientOptions {
-            attempt_timeout: Duration::from_millis(200),
-            ..fast()
-        };
+        let opts = ClientOptions { attempt_timeout: Duration::from_millis(200), ..fast() };
         let client = client(&[&hung.addr, &leader.addr], opts);
-        let got = client
-            .get("k", Consistency::Linearizable)
-            .await
-            .expect("get");
+        let got = client.get("k", Consistency::Linearizable).await.expect("get");
         assert!(got.is_some());
         assert_eq!((hung.calls(), leader.calls()), (1, 1));
     })
@@ -388,23 +272,14 @@ async fn redirect_loop_ends_after_max_attempts() {
         let a_addr = a_listener.local_addr().expect("addr").to_string();
         let b = start(Mode::NotLeader(Some(a_addr.clone()))).await;
         let a_calls = Arc::new(AtomicUsize::new(0));
-        let a = KvServer::new(FakeKv {
-            mode: Mode::NotLeader(Some(b.addr.clone())),
-            calls: a_calls.clone(),
-        });
+        let a = KvServer::new(FakeKv { mode: Mode::NotLeader(Some(b.addr.clone())), calls: a_calls.clone() });
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(a)
                 .serve_with_incoming(TcpIncoming::from(a_listener)),
         );
-        let opts = ClientOptions {
-            max_attempts: 5,
-            ..fast()
-        };
-        let err = client(&[&a_addr], opts)
-            .get("k", Consistency::Linearizable)
-            .await
-            .unwrap_err();
+        let opts = ClientOptions { max_attempts: 5, ..fast() };
+        let err = client(&[&a_addr], opts).get("k", Consistency::Linearizable).await.unwrap_err();
         assert!(matches!(err, Error::NotLeader { shard: 5, .. }), "{err:?}");
         assert_eq!(a_calls.load(Ordering::SeqCst) + b.calls(), 5);
     })
@@ -415,32 +290,14 @@ async fn redirect_loop_ends_after_max_attempts() {
 async fn invalid_requests_are_refused_locally() {
     bounded(async {
         let leader = start(Mode::Serve).await;
-        let opts = ClientOptions {
-            max_value_bytes: 4,
-            ..fast()
-        };
+        let opts = ClientOptions { max_value_bytes: 4, ..fast() };
         let client = client(&[&leader.addr], opts);
         let invalid = |result: Result<_, Error>| matches!(result, Err(Error::InvalidArgument(_)));
-        assert!(invalid(
-            client.get("", Consistency::Linearizable).await.map(drop)
-        ));
-        assert!(invalid(
-            client
-                .put("k", "12345", PutOptions::default())
-                .await
-                .map(drop)
-        ));
-        let long_ttl = PutOptions {
-            ttl_ms: u64::MAX,
-            ..PutOptions::default()
-        };
+        assert!(invalid(client.get("", Consistency::Linearizable).await.map(drop)));
+        assert!(invalid(client.put("k", "12345", PutOptions::default()).await.map(drop)));
+        let long_ttl = PutOptions { ttl_ms: u64::MAX, ..PutOptions::default() };
         assert!(invalid(client.put("k", "v", long_ttl).await.map(drop)));
-        assert!(invalid(
-            client
-                .touch(vec![b'k'; MAX_KEY_BYTES + 1], 1)
-                .await
-                .map(drop)
-        ));
+        assert!(invalid(client.touch(vec![b'k'; MAX_KEY_BYTES + 1], 1).await.map(drop)));
         assert!(invalid(client.increment("k", 1, u64::MAX).await.map(drop)));
         assert_eq!(leader.calls(), 0);
     })
@@ -461,36 +318,15 @@ fn leaders_of_cluster_status() {
     let status = proto::ClusterStatusResponse {
         shards: 2,
         nodes: vec![
-            proto::NodeAddress {
-                id: 1,
-                addr: "a:1".into(),
-            },
-            proto::NodeAddress {
-                id: 2,
-                addr: "b:1".into(),
-            },
+            proto::NodeAddress { id: 1, addr: "a:1".into() },
+            proto::NodeAddress { id: 2, addr: "b:1".into() },
         ],
         shard_status: vec![
-            proto::ShardStatus {
-                shard: 0,
-                replicas: vec![1, 2],
-                leader_id: 1,
-            },
-            proto::ShardStatus {
-                shard: 1,
-                replicas: vec![1, 2],
-                leader_id: 0,
-            },
-            proto::ShardStatus {
-                shard: 2,
-                replicas: vec![1, 2],
-                leader_id: 2,
-            },
+            proto::ShardStatus { shard: 0, replicas: vec![1, 2], leader_id: 1 },
+            proto::ShardStatus { shard: 1, replicas: vec![1, 2], leader_id: 0 },
+            proto::ShardStatus { shard: 2, replicas: vec![1, 2], leader_id: 2 },
         ],
         ..Default::default()
     };
-    assert_eq!(
-        leaders_of(&status),
-        vec![(0, "a:1".to_string()), (2, "b:1".to_string())]
-    );
+    assert_eq!(leaders_of(&status), vec![(0, "a:1".to_string()), (2, "b:1".to_string())]);
 }

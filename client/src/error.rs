@@ -110,10 +110,7 @@ impl Error {
     /// (`Transport`: no connection). This relies on the node answering
     /// `NotLeader`/`WrongShard` only for requests it did not propose.
     pub fn surely_not_applied(&self) -> bool {
-        matches!(
-            self,
-            Error::NotLeader { .. } | Error::WrongShard { .. } | Error::Transport(_)
-        )
+        matches!(self, Error::NotLeader { .. } | Error::WrongShard { .. } | Error::Transport(_))
     }
 }
 
@@ -156,10 +153,9 @@ impl Error {
                     leader_id: Some(not_leader.leader_id).filter(|&id| id != 0),
                     leader_addr: Some(not_leader.leader_addr).filter(|addr| !addr.is_empty()),
                 },
-                Some(Kind::WrongShard(wrong_shard)) => Error::WrongShard {
-                    shard: wrong_shard.shard,
-                    epoch: wrong_shard.epoch,
-                },
+                Some(Kind::WrongShard(wrong_shard)) => {
+                    Error::WrongShard { shard: wrong_shard.shard, epoch: wrong_shard.epoch }
+                }
                 None => Error::FailedPrecondition(message),
             },
             tonic::Code::Unavailable => Error::Unavailable(message),
@@ -234,83 +230,17 @@ mod tests {
             (DeadlineExceeded, Error::DeadlineExceeded),
             (AlreadyExists, Error::AlreadyExists("m".into())),
             (NotFound, Error::NotFound("m".into())),
-            (
-                Ok,
-                Error::Other {
-                    code: Ok,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Cancelled,
-                Error::Other {
-                    code: Cancelled,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Unknown,
-                Error::Other {
-                    code: Unknown,
-                    message: "m".into(),
-                },
-            ),
-            (
-                PermissionDenied,
-                Error::Other {
-                    code: PermissionDenied,
-                    message: "m".into(),
-                },
-            ),
-            (
-                ResourceExhausted,
-                Error::Other {
-                    code: ResourceExhausted,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Aborted,
-                Error::Other {
-                    code: Aborted,
-                    message: "m".into(),
-                },
-            ),
-            (
-                OutOfRange,
-                Error::Other {
-                    code: OutOfRange,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Unimplemented,
-                Error::Other {
-                    code: Unimplemented,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Internal,
-                Error::Other {
-                    code: Internal,
-                    message: "m".into(),
-                },
-            ),
-            (
-                DataLoss,
-                Error::Other {
-                    code: DataLoss,
-                    message: "m".into(),
-                },
-            ),
-            (
-                Unauthenticated,
-                Error::Other {
-                    code: Unauthenticated,
-                    message: "m".into(),
-                },
-            ),
+            (Ok, Error::Other { code: Ok, message: "m".into() }),
+            (Cancelled, Error::Other { code: Cancelled, message: "m".into() }),
+            (Unknown, Error::Other { code: Unknown, message: "m".into() }),
+            (PermissionDenied, Error::Other { code: PermissionDenied, message: "m".into() }),
+            (ResourceExhausted, Error::Other { code: ResourceExhausted, message: "m".into() }),
+            (Aborted, Error::Other { code: Aborted, message: "m".into() }),
+            (OutOfRange, Error::Other { code: OutOfRange, message: "m".into() }),
+            (Unimplemented, Error::Other { code: Unimplemented, message: "m".into() }),
+            (Internal, Error::Other { code: Internal, message: "m".into() }),
+            (DataLoss, Error::Other { code: DataLoss, message: "m".into() }),
+            (Unauthenticated, Error::Other { code: Unauthenticated, message: "m".into() }),
         ];
         for (code, want) in cases {
             assert_eq!(Error::from(Status::new(code, "m")), want, "{code:?}");
@@ -327,44 +257,24 @@ mod tests {
         let err = Error::from(status);
         assert_eq!(
             err,
-            Error::NotLeader {
-                shard: 7,
-                leader_id: Some(2),
-                leader_addr: Some("10.0.0.2:7001".into())
-            }
+            Error::NotLeader { shard: 7, leader_id: Some(2), leader_addr: Some("10.0.0.2:7001".into()) }
         );
         assert!(err.is_retryable() && err.surely_not_applied());
-        assert_eq!(
-            err.to_string(),
-            "not the leader of shard 7 (leader is node 2 at 10.0.0.2:7001)"
-        );
+        assert_eq!(err.to_string(), "not the leader of shard 7 (leader is node 2 at 10.0.0.2:7001)");
     }
 
     #[test]
     fn not_leader_during_election() {
-        let status = with_detail(Kind::NotLeader(NotLeader {
-            shard: 3,
-            leader_id: 0,
-            leader_addr: String::new(),
-        }));
+        let status =
+            with_detail(Kind::NotLeader(NotLeader { shard: 3, leader_id: 0, leader_addr: String::new() }));
         let err = Error::from(status);
-        assert_eq!(
-            err,
-            Error::NotLeader {
-                shard: 3,
-                leader_id: None,
-                leader_addr: None
-            }
-        );
+        assert_eq!(err, Error::NotLeader { shard: 3, leader_id: None, leader_addr: None });
         assert!(err.to_string().contains("election"));
     }
 
     #[test]
     fn wrong_shard() {
-        let err = Error::from(with_detail(Kind::WrongShard(WrongShard {
-            shard: 9,
-            epoch: 4,
-        })));
+        let err = Error::from(with_detail(Kind::WrongShard(WrongShard { shard: 9, epoch: 4 })));
         assert_eq!(err, Error::WrongShard { shard: 9, epoch: 4 });
         assert!(err.is_retryable() && err.surely_not_applied());
     }
@@ -395,10 +305,8 @@ mod tests {
 
     #[test]
     fn details_on_other_codes_are_ignored() {
-        let details = ErrorDetail {
-            kind: Some(Kind::WrongShard(WrongShard { shard: 1, epoch: 1 })),
-        }
-        .encode_to_vec();
+        let details =
+            ErrorDetail { kind: Some(Kind::WrongShard(WrongShard { shard: 1, epoch: 1 })) }.encode_to_vec();
         let status = Status::with_details(Code::Unavailable, "no quorum", details.into());
         assert_eq!(Error::from(status), Error::Unavailable("no quorum".into()));
     }
@@ -432,10 +340,7 @@ mod tests {
             Error::FailedPrecondition("x".into()),
             Error::AlreadyExists("x".into()),
             Error::NotFound("x".into()),
-            Error::Other {
-                code: Code::Internal,
-                message: "x".into(),
-            },
+            Error::Other { code: Code::Internal, message: "x".into() },
         ] {
             assert!(!err.is_retryable(), "{err:?}");
         }

@@ -81,8 +81,8 @@ pub mod error;
 mod routing;
 
 pub use client::{
-    Client, ClientOptions, Condition, Consistency, DeleteResult, GetResult, IncrementResult,
-    PutOptions, PutResult, TouchResult,
+    Client, ClientOptions, Condition, Consistency, DeleteResult, GetResult, IncrementResult, PutOptions,
+    PutResult, TouchResult,
 };
 pub use error::Error;
 

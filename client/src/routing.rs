@@ -45,10 +45,7 @@ impl Routes {
     pub(crate) fn new(seeds: Vec<String>, shard_count: Option<u32>) -> Routes {
         assert!(!seeds.is_empty(), "a client needs at least one address");
         let mut seen = HashSet::new();
-        let seeds = seeds
-            .into_iter()
-            .filter(|addr| seen.insert(addr.clone()))
-            .collect();
+        let seeds = seeds.into_iter().filter(|addr| seen.insert(addr.clone())).collect();
         Routes {
             seeds,
             leaders: HashMap::new(),
@@ -60,8 +57,7 @@ impl Routes {
 
     /// The key's shard, when the shard count is known.
     pub(crate) fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
-        self.shard_count
-            .map(|n| ringkv_core::placement::shard_for_key(key, n))
+        self.shard_count.map(|n| ringkv_core::placement::shard_for_key(key, n))
     }
 
     /// Where the first attempt for `shard` goes: its cached leader, else the last
@@ -77,12 +73,7 @@ impl Routes {
     /// Records a successful answer from `addr`. `leader_confirmed` says whether
     /// the answer proves `addr` leads `shard` (a write or a linearizable read, not a
     /// stale read, which any replica may serve).
-    pub(crate) fn record_success(
-        &mut self,
-        addr: &str,
-        shard: Option<ShardId>,
-        leader_confirmed: bool,
-    ) {
+    pub(crate) fn record_success(&mut self, addr: &str, shard: Option<ShardId>, leader_confirmed: bool) {
         if self.last_good.as_deref() != Some(addr) {
             self.last_good = Some(addr.to_string());
         }
@@ -115,11 +106,7 @@ impl Routes {
 
     /// Drops `shard`'s cached leader if it is `addr`.
     fn forget_leader(&mut self, shard: ShardId, addr: &str) {
-        if self
-            .leaders
-            .get(&shard)
-            .is_some_and(|cached| cached == addr)
-        {
+        if self.leaders.get(&shard).is_some_and(|cached| cached == addr) {
             self.leaders.remove(&shard);
         }
     }
@@ -181,11 +168,7 @@ impl Attempts {
         policy: BackoffPolicy,
     ) -> (Attempts, String) {
         let first = routes.first_target(shard);
-        let cursor = routes
-            .seeds
-            .iter()
-            .position(|seed| *seed == first)
-            .map_or(0, |i| i + 1);
+        let cursor = routes.seeds.iter().position(|seed| *seed == first).map_or(0, |i| i + 1);
         let attempts = Attempts {
             write,
             cursor,
@@ -206,17 +189,9 @@ impl Attempts {
             // Follow a redirect at once, unless this operation has already been
             // at that address: then leadership is moving and hints are stale, so
             // back off before trusting the newest one.
-            Error::NotLeader {
-                shard,
-                leader_addr: Some(leader),
-                ..
-            } if leader != addr => {
+            Error::NotLeader { shard, leader_addr: Some(leader), .. } if leader != addr => {
                 routes.leaders.insert(*shard, leader.clone());
-                let after = if self.tried.contains(leader) {
-                    self.backoff()
-                } else {
-                    Duration::ZERO
-                };
+                let after = if self.tried.contains(leader) { self.backoff() } else { Duration::ZERO };
                 (leader.clone(), after)
             }
             // No leader known: an election is under way; give it time.
@@ -229,11 +204,7 @@ impl Attempts {
             Error::WrongShard { shard, .. } => {
                 routes.forget_leader(*shard, addr);
                 let next = self.next_seed(routes, addr);
-                let after = if self.tried.contains(&next) {
-                    self.backoff()
-                } else {
-                    Duration::ZERO
-                };
+                let after = if self.tried.contains(&next) { self.backoff() } else { Duration::ZERO };
                 (next, after)
             }
             // Unreachable, overloaded or without quorum: move on, and wait a little.
@@ -272,31 +243,19 @@ impl Attempts {
 mod tests {
     use super::*;
 
-    const POLICY: BackoffPolicy = BackoffPolicy {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(500),
-    };
+    const POLICY: BackoffPolicy =
+        BackoffPolicy { initial: Duration::from_millis(20), max: Duration::from_millis(500) };
 
     fn routes() -> Routes {
-        Routes::new(
-            vec!["a:1".into(), "b:1".into(), "c:1".into(), "a:1".into()],
-            None,
-        )
+        Routes::new(vec!["a:1".into(), "b:1".into(), "c:1".into(), "a:1".into()], None)
     }
 
     fn not_leader(shard: ShardId, addr: Option<&str>) -> Error {
-        Error::NotLeader {
-            shard,
-            leader_id: addr.map(|_| 9),
-            leader_addr: addr.map(Into::into),
-        }
+        Error::NotLeader { shard, leader_id: addr.map(|_| 9), leader_addr: addr.map(Into::into) }
     }
 
     fn retry(addr: &str, after_ms: u64) -> Step {
-        Step::Retry {
-            addr: addr.into(),
-            after: Duration::from_millis(after_ms),
-        }
+        Step::Retry { addr: addr.into(), after: Duration::from_millis(after_ms) }
     }
 
     #[test]
@@ -339,26 +298,15 @@ mod tests {
         let (mut attempts, first) = Attempts::start(&routes, Some(3), true, POLICY);
         assert_eq!(first, "b:1");
         let election = not_leader(3, None);
-        assert_eq!(
-            attempts.after_error(&mut routes, "b:1", &election),
-            retry("c:1", 20)
-        );
+        assert_eq!(attempts.after_error(&mut routes, "b:1", &election), retry("c:1", 20));
         assert_eq!(routes.leader(3), None);
-        assert_eq!(
-            attempts.after_error(&mut routes, "c:1", &election),
-            retry("a:1", 40)
-        );
-        assert_eq!(
-            attempts.after_error(&mut routes, "a:1", &election),
-            retry("b:1", 80)
-        );
+        assert_eq!(attempts.after_error(&mut routes, "c:1", &election), retry("a:1", 40));
+        assert_eq!(attempts.after_error(&mut routes, "a:1", &election), retry("b:1", 80));
         let delays: Vec<_> = (0..5)
-            .map(
-                |_| match attempts.after_error(&mut routes, "b:1", &election) {
-                    Step::Retry { after, .. } => after.as_millis(),
-                    Step::GiveUp => panic!("gave up"),
-                },
-            )
+            .map(|_| match attempts.after_error(&mut routes, "b:1", &election) {
+                Step::Retry { after, .. } => after.as_millis(),
+                Step::GiveUp => panic!("gave up"),
+            })
             .collect();
         assert_eq!(delays, vec![160, 320, 500, 500, 500]);
     }
@@ -376,39 +324,20 @@ mod tests {
         let mut routes = routes();
         let (mut attempts, _) = Attempts::start(&routes, None, true, POLICY);
         let wrong = Error::WrongShard { shard: 2, epoch: 1 };
-        assert_eq!(
-            attempts.after_error(&mut routes, "a:1", &wrong),
-            retry("b:1", 0)
-        );
-        assert_eq!(
-            attempts.after_error(&mut routes, "b:1", &wrong),
-            retry("c:1", 0)
-        );
-        assert_eq!(
-            attempts.after_error(&mut routes, "c:1", &wrong),
-            retry("a:1", 20)
-        );
+        assert_eq!(attempts.after_error(&mut routes, "a:1", &wrong), retry("b:1", 0));
+        assert_eq!(attempts.after_error(&mut routes, "b:1", &wrong), retry("c:1", 0));
+        assert_eq!(attempts.after_error(&mut routes, "c:1", &wrong), retry("a:1", 20));
     }
 
     #[test]
     fn writes_give_up_unless_surely_not_applied() {
         let mut routes = routes();
         let (mut writes, _) = Attempts::start(&routes, None, true, POLICY);
-        for err in [
-            Error::Unavailable("no quorum".into()),
-            Error::DeadlineExceeded,
-        ] {
-            assert_eq!(
-                writes.after_error(&mut routes, "a:1", &err),
-                Step::GiveUp,
-                "{err:?}"
-            );
+        for err in [Error::Unavailable("no quorum".into()), Error::DeadlineExceeded] {
+            assert_eq!(writes.after_error(&mut routes, "a:1", &err), Step::GiveUp, "{err:?}");
         }
         let refused = Error::Transport("connection refused".into());
-        assert_eq!(
-            writes.after_error(&mut routes, "a:1", &refused),
-            retry("b:1", 20)
-        );
+        assert_eq!(writes.after_error(&mut routes, "a:1", &refused), retry("b:1", 20));
     }
 
     #[test]
@@ -418,10 +347,7 @@ mod tests {
         let (mut reads, first) = Attempts::start(&routes, Some(1), false, POLICY);
         assert_eq!(first, "a:1");
         let err = Error::Unavailable("no quorum".into());
-        assert_eq!(
-            reads.after_error(&mut routes, "a:1", &err),
-            retry("b:1", 20)
-        );
+        assert_eq!(reads.after_error(&mut routes, "a:1", &err), retry("b:1", 20));
         assert_eq!((routes.leader(1), routes.last_good()), (None, None));
         let step = reads.after_error(&mut routes, "b:1", &Error::DeadlineExceeded);
         assert_eq!(step, retry("c:1", 40));
@@ -435,16 +361,9 @@ mod tests {
             Error::InvalidArgument("x".into()),
             Error::FailedPrecondition("x".into()),
             Error::AlreadyExists("x".into()),
-            Error::Other {
-                code: tonic::Code::PermissionDenied,
-                message: "x".into(),
-            },
+            Error::Other { code: tonic::Code::PermissionDenied, message: "x".into() },
         ] {
-            assert_eq!(
-                reads.after_error(&mut routes, "a:1", &err),
-                Step::GiveUp,
-                "{err:?}"
-            );
+            assert_eq!(reads.after_error(&mut routes, "a:1", &err), Step::GiveUp, "{err:?}");
         }
     }
 
@@ -453,10 +372,7 @@ mod tests {
         let mut routes = Routes::new(vec!["a:1".into()], None);
         let (mut reads, _) = Attempts::start(&routes, None, false, POLICY);
         let err = Error::Unavailable("x".into());
-        assert_eq!(
-            reads.after_error(&mut routes, "a:1", &err),
-            retry("a:1", 20)
-        );
+        assert_eq!(reads.after_error(&mut routes, "a:1", &err), retry("a:1", 20));
     }
 
     #[test]

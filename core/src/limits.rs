@@ -68,10 +68,7 @@ mod tests {
         assert_eq!(check_key(b""), Err(InvalidArgument::EmptyKey));
         assert!(check_key(b"k").is_ok());
         assert!(check_key(&vec![b'k'; MAX_KEY_BYTES]).is_ok());
-        assert!(matches!(
-            check_key(&vec![b'k'; MAX_KEY_BYTES + 1]),
-            Err(InvalidArgument::KeyTooLong { .. })
-        ));
+        assert!(matches!(check_key(&vec![b'k'; MAX_KEY_BYTES + 1]), Err(InvalidArgument::KeyTooLong { .. })));
     }
 
     #[test]

@@ -82,11 +82,7 @@ pub struct PlacementNode {
 impl PlacementNode {
     /// A normal, active node of weight 1.
     pub fn active(id: NodeId) -> Self {
-        PlacementNode {
-            id,
-            weight: 1,
-            draining: false,
-        }
+        PlacementNode { id, weight: 1, draining: false }
     }
 
     /// Whether the node takes replicas at all.
@@ -113,10 +109,7 @@ pub fn shard_for_key(key: &[u8], shard_count: u32) -> ShardId {
 /// # Panics
 /// If `shard_count` is 0 (see [`shard_for_key`]).
 pub fn shard_for_hash(hash: u64, shard_count: u32) -> ShardId {
-    assert!(
-        shard_count >= 1,
-        "shard_count must be >= 1 (data shards are 1..=shard_count)"
-    );
+    assert!(shard_count >= 1, "shard_count must be >= 1 (data shards are 1..=shard_count)");
     // hash < 2^64 and shard_count < 2^32, so the product fits in u128 and the
     // shifted result is < shard_count: the `as u32` truncates nothing and the
     // `+ 1` cannot overflow.
@@ -169,10 +162,7 @@ impl Ring {
         let mut owners: Vec<NodeId> = points.iter().map(|&(_, id)| id).collect();
         owners.sort_unstable();
         owners.dedup();
-        Ring {
-            points,
-            node_count: owners.len(),
-        }
+        Ring { points, node_count: owners.len() }
     }
 
     /// How many distinct nodes can take replicas: `replicas` never returns more.
@@ -250,10 +240,7 @@ mod tests {
     /// Replicas per node over the data shards (the meta shard is left out so that
     /// balance is measured on what the ring is asked to balance). Every node in
     /// `nodes` appears, with 0 if it holds nothing.
-    fn load(
-        nodes: &[PlacementNode],
-        placement: &BTreeMap<ShardId, Vec<NodeId>>,
-    ) -> BTreeMap<NodeId, usize> {
+    fn load(nodes: &[PlacementNode], placement: &BTreeMap<ShardId, Vec<NodeId>>) -> BTreeMap<NodeId, usize> {
         let mut load: BTreeMap<NodeId, usize> = nodes.iter().map(|n| (n.id, 0)).collect();
         for (_, replicas) in placement.range(1..) {
             for node in replicas {
@@ -289,11 +276,7 @@ mod tests {
         for &(key, hash, s32, s1024) in cases {
             assert_eq!(xxh3_64(key.as_bytes()), hash, "hash of {key:?}");
             assert_eq!(shard_for_key(key.as_bytes(), 32), s32, "{key:?} at S=32");
-            assert_eq!(
-                shard_for_key(key.as_bytes(), 1024),
-                s1024,
-                "{key:?} at S=1024"
-            );
+            assert_eq!(shard_for_key(key.as_bytes(), 1024), s1024, "{key:?} at S=1024");
         }
     }
 
@@ -303,18 +286,11 @@ mod tests {
             let mut seen = BTreeSet::new();
             for i in 0..20_000u32 {
                 let shard = shard_for_key(format!("key-{i}").as_bytes(), shard_count);
-                assert!(
-                    (1..=shard_count).contains(&shard),
-                    "key-{i} → {shard} outside 1..={shard_count}"
-                );
+                assert!((1..=shard_count).contains(&shard), "key-{i} → {shard} outside 1..={shard_count}");
                 seen.insert(shard);
             }
             // 20k keys hit every shard even at S=1024 (~20 per shard).
-            assert_eq!(
-                seen.len(),
-                shard_count as usize,
-                "S={shard_count}: some shard got no keys"
-            );
+            assert_eq!(seen.len(), shard_count as usize, "S={shard_count}: some shard got no keys");
         }
         // The extremes of the hash ring, including the largest possible S.
         for shard_count in [1u32, 2, 3, 32, 1024, u32::MAX] {
@@ -353,30 +329,13 @@ mod tests {
             hashes.extend([0, 1, u64::MAX - 1, u64::MAX]);
             hashes.sort_unstable();
             for pair in hashes.windows(2) {
-                let (a, b) = (
-                    shard_for_hash(pair[0], shard_count),
-                    shard_for_hash(pair[1], shard_count),
-                );
-                assert!(
-                    a <= b,
-                    "S={shard_count}: hash {:#x} → {a} but larger {:#x} → {b}",
-                    pair[0],
-                    pair[1]
-                );
+                let (a, b) = (shard_for_hash(pair[0], shard_count), shard_for_hash(pair[1], shard_count));
+                assert!(a <= b, "S={shard_count}: hash {:#x} → {a} but larger {:#x} → {b}", pair[0], pair[1]);
             }
             for k in 1..shard_count {
                 let start = (u128::from(k) << 64).div_ceil(u128::from(shard_count)) as u64;
-                assert_eq!(
-                    shard_for_hash(start, shard_count),
-                    k + 1,
-                    "S={shard_count}: arc {} start",
-                    k + 1
-                );
-                assert_eq!(
-                    shard_for_hash(start - 1, shard_count),
-                    k,
-                    "S={shard_count}: arc {k} end"
-                );
+                assert_eq!(shard_for_hash(start, shard_count), k + 1, "S={shard_count}: arc {} start", k + 1);
+                assert_eq!(shard_for_hash(start - 1, shard_count), k, "S={shard_count}: arc {k} end");
             }
         }
     }
@@ -423,17 +382,9 @@ mod tests {
         reversed.reverse();
         let mut rotated = nodes.clone();
         rotated.rotate_left(4);
-        let interleaved: Vec<_> = nodes
-            .iter()
-            .step_by(2)
-            .chain(nodes.iter().skip(1).step_by(2))
-            .cloned()
-            .collect();
-        for (name, order) in [
-            ("reversed", reversed),
-            ("rotated", rotated),
-            ("interleaved", interleaved),
-        ] {
+        let interleaved: Vec<_> =
+            nodes.iter().step_by(2).chain(nodes.iter().skip(1).step_by(2)).cloned().collect();
+        for (name, order) in [("reversed", reversed), ("rotated", rotated), ("interleaved", interleaved)] {
             assert_eq!(place_all(&order, 64, R, 5), expected, "{name} order");
         }
     }
@@ -443,18 +394,8 @@ mod tests {
     fn duplicate_nodes_are_merged_order_independently() {
         let mut heavy = PlacementNode::active(2);
         heavy.weight = 2;
-        let a = [
-            PlacementNode::active(1),
-            heavy.clone(),
-            PlacementNode::active(2),
-            PlacementNode::active(3),
-        ];
-        let b = [
-            PlacementNode::active(2),
-            PlacementNode::active(3),
-            PlacementNode::active(1),
-            heavy.clone(),
-        ];
+        let a = [PlacementNode::active(1), heavy.clone(), PlacementNode::active(2), PlacementNode::active(3)];
+        let b = [PlacementNode::active(2), PlacementNode::active(3), PlacementNode::active(1), heavy.clone()];
         let single = [PlacementNode::active(1), heavy, PlacementNode::active(3)];
         assert_eq!(place_all(&a, 32, 2, 1), place_all(&single, 32, 2, 1));
         assert_eq!(place_all(&b, 32, 2, 1), place_all(&single, 32, 2, 1));
@@ -478,11 +419,7 @@ mod tests {
                 (5, 0, &[]),
             ];
             for &(start, want, expected) in cases {
-                assert_eq!(
-                    ring.replicas_from(start, want),
-                    expected,
-                    "start {start}, {want} replicas"
-                );
+                assert_eq!(ring.replicas_from(start, want), expected, "start {start}, {want} replicas");
             }
         }
     }
@@ -496,21 +433,10 @@ mod tests {
             for replicas in 0..=6usize {
                 for shard in 0..=64 {
                     let got = ring.replicas(shard, replicas);
-                    assert_eq!(
-                        got.len(),
-                        replicas.min(n as usize),
-                        "N={n} R={replicas} shard {shard}"
-                    );
+                    assert_eq!(got.len(), replicas.min(n as usize), "N={n} R={replicas} shard {shard}");
                     let distinct: BTreeSet<_> = got.iter().collect();
-                    assert_eq!(
-                        distinct.len(),
-                        got.len(),
-                        "N={n} shard {shard}: {got:?} repeats a node"
-                    );
-                    assert!(
-                        got.iter().all(|id| (1..=n).contains(id)),
-                        "N={n}: unknown node in {got:?}"
-                    );
+                    assert_eq!(distinct.len(), got.len(), "N={n} shard {shard}: {got:?} repeats a node");
+                    assert!(got.iter().all(|id| (1..=n).contains(id)), "N={n}: unknown node in {got:?}");
                     // Raising R only appends: existing replicas never move.
                     assert_eq!(got[..], ring.replicas(shard, replicas + 1)[..got.len()]);
                 }
@@ -523,10 +449,7 @@ mod tests {
         let placement = place_all(&active(1..=7), 32, R, 5);
         let shards: Vec<ShardId> = placement.keys().copied().collect();
         assert_eq!(shards, (0..=32).collect::<Vec<_>>());
-        assert_eq!(
-            placement[&META_SHARD],
-            Ring::new(&active(1..=7)).replicas(META_SHARD, 5)
-        );
+        assert_eq!(placement[&META_SHARD], Ring::new(&active(1..=7)).replicas(META_SHARD, 5));
         assert_eq!(placement[&META_SHARD].len(), 5);
         assert!(placement.range(1..).all(|(_, r)| r.len() == R));
         // Fewer nodes than asked for: everything gets what exists.
@@ -537,10 +460,7 @@ mod tests {
         gone.iter_mut().for_each(|n| n.draining = true);
         assert!(place_all(&gone, 4, R, 3).values().all(Vec::is_empty));
         assert!(place_all(&[], 4, R, 3).values().all(Vec::is_empty));
-        assert_eq!(
-            Ring::with_vnodes(&active(1..=3), 0).replicas(1, R),
-            Vec::<NodeId>::new()
-        );
+        assert_eq!(Ring::with_vnodes(&active(1..=3), 0).replicas(1, R), Vec::<NodeId>::new());
     }
 
     /// Replicas per node stay within a band around the mean `R·S/N` (V = 64, R = 3,
@@ -582,14 +502,8 @@ mod tests {
             nodes[1].weight = 0;
             let placement = place_all(&nodes, 64, R, 3);
             for (shard, replicas) in &placement {
-                assert!(
-                    !replicas.contains(&1),
-                    "N={n}: draining node 1 in shard {shard}"
-                );
-                assert!(
-                    !replicas.contains(&2),
-                    "N={n}: weight-0 node 2 in shard {shard}"
-                );
+                assert!(!replicas.contains(&1), "N={n}: draining node 1 in shard {shard}");
+                assert!(!replicas.contains(&2), "N={n}: weight-0 node 2 in shard {shard}");
                 assert_eq!(replicas.len(), R.min(n as usize - 2), "N={n} shard {shard}");
             }
             // Skipping a node is exactly leaving it out of the ring.
@@ -609,17 +523,10 @@ mod tests {
             let mut nodes = active(1..=n);
             nodes[(heavy - 1) as usize].weight = 2;
             let load = load(&nodes, &place_all(&nodes, 256, R, 3));
-            let others = load
-                .iter()
-                .filter(|(id, _)| **id != heavy)
-                .map(|(_, c)| *c as f64)
-                .sum::<f64>()
+            let others = load.iter().filter(|(id, _)| **id != heavy).map(|(_, c)| *c as f64).sum::<f64>()
                 / (n - 1) as f64;
             let ratio = load[&heavy] as f64 / others;
-            assert!(
-                (1.4..=2.2).contains(&ratio),
-                "heavy node {heavy}: {ratio:.2}× the others' mean"
-            );
+            assert!((1.4..=2.2).contains(&ratio), "heavy node {heavy}: {ratio:.2}× the others' mean");
             ratios.push(ratio);
         }
         let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
@@ -657,10 +564,7 @@ mod tests {
                     moved as f64 <= 2.0 * ideal,
                     "S={shard_count} N={n}: {moved} replicas moved, ideal {ideal:.1}"
                 );
-                assert!(
-                    moved <= R * shard_count as usize / 2,
-                    "S={shard_count} N={n}: {moved} moved"
-                );
+                assert!(moved <= R * shard_count as usize / 2, "S={shard_count} N={n}: {moved} moved");
                 // Every move lands on the new node, so the moves are exactly its load.
                 assert_eq!(moved, load(&active(1..=n + 1), &new)[&(n + 1)]);
             }
@@ -677,16 +581,11 @@ mod tests {
                 let nodes = active(1..=n);
                 let old = place_all(&nodes, shard_count, R, 3);
                 for victim in [1, n / 2 + 1, n] {
-                    let remaining: Vec<_> =
-                        nodes.iter().filter(|p| p.id != victim).cloned().collect();
+                    let remaining: Vec<_> = nodes.iter().filter(|p| p.id != victim).cloned().collect();
                     let new = place_all(&remaining, shard_count, R, 3);
                     let mut drained = nodes.clone();
                     drained[(victim - 1) as usize].draining = true;
-                    assert_eq!(
-                        place_all(&drained, shard_count, R, 3),
-                        new,
-                        "drain ≡ remove"
-                    );
+                    assert_eq!(place_all(&drained, shard_count, R, 3), new, "drain ≡ remove");
                     for (shard, before) in &old {
                         let after = &new[shard];
                         let lost: Vec<_> = before.iter().filter(|id| !after.contains(id)).collect();
@@ -695,10 +594,7 @@ mod tests {
                             assert_eq!(lost, [&victim], "S={shard_count} N={n} shard {shard}");
                             let remaining = n as usize - 1;
                             let expected_gain = usize::from(remaining >= R);
-                            assert_eq!(
-                                gained, expected_gain,
-                                "S={shard_count} N={n} shard {shard}"
-                            );
+                            assert_eq!(gained, expected_gain, "S={shard_count} N={n} shard {shard}");
                         } else {
                             assert_eq!(
                                 before, after,

@@ -62,16 +62,30 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     /// `version` is the new version on success, else the current one (0 = absent).
-    Put { succeeded: bool, version: Version },
+    Put {
+        succeeded: bool,
+        version: Version,
+    },
     /// `version` is the entry's index when deleted, else the current one (0 = absent).
-    Delete { deleted: bool, version: Version },
+    Delete {
+        deleted: bool,
+        version: Version,
+    },
     /// `expires_at_ms` is the deadline now in force (`None` = no expiry).
-    Touch { found: bool, expires_at_ms: Option<UnixMs> },
+    Touch {
+        found: bool,
+        expires_at_ms: Option<UnixMs>,
+    },
     Increment(Result<IncrementOk, IncrementError>),
     /// How many keys were actually removed.
-    Expire { removed: u64 },
+    Expire {
+        removed: u64,
+    },
     /// `epoch` is the map's epoch after the op (the current one on failure).
-    SetClusterMap { succeeded: bool, epoch: u64 },
+    SetClusterMap {
+        succeeded: bool,
+        epoch: u64,
+    },
 }
 
 /// A successful increment.

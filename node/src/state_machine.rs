@@ -74,9 +74,7 @@ use bytes::Bytes;
 use ringkv_core::{ClusterMap, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::command::{
-    Command, Condition, IncrementError, IncrementOk, Op, OpResult, Response, UnixMs,
-};
+use crate::command::{Command, Condition, IncrementError, IncrementOk, Op, OpResult, Response, UnixMs};
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,11 +122,7 @@ impl KvState {
     /// Every op uses `index` as the version it writes and `command.now_ms` as "now".
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
         let now_ms = command.now_ms;
-        let results = command
-            .ops
-            .iter()
-            .map(|op| self.apply_op(index, now_ms, op))
-            .collect();
+        let results = command.ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect();
         Response { results }
     }
 
@@ -188,24 +182,16 @@ impl KvState {
 
     fn apply_op(&mut self, index: u64, now_ms: UnixMs, op: &Op) -> OpResult {
         match op {
-            Op::Put {
-                key,
-                value,
-                expires_at_ms,
-                condition,
-            } => self.put(index, now_ms, key, value, *expires_at_ms, *condition),
+            Op::Put { key, value, expires_at_ms, condition } => {
+                self.put(index, now_ms, key, value, *expires_at_ms, *condition)
+            }
             Op::Delete { key, if_version } => self.delete(index, now_ms, key, *if_version),
             Op::Touch { key, expires_at_ms } => self.touch(now_ms, key, *expires_at_ms),
-            Op::Increment {
-                key,
-                delta,
-                expires_at_ms,
-            } => OpResult::Increment(self.increment(index, now_ms, key, *delta, *expires_at_ms)),
+            Op::Increment { key, delta, expires_at_ms } => {
+                OpResult::Increment(self.increment(index, now_ms, key, *delta, *expires_at_ms))
+            }
             Op::Expire { keys } => self.expire(now_ms, keys),
-            Op::SetClusterMap {
-                expected_epoch,
-                map,
-            } => self.set_cluster_map(*expected_epoch, map),
+            Op::SetClusterMap { expected_epoch, map } => self.set_cluster_map(*expected_epoch, map),
         }
     }
 
@@ -230,75 +216,35 @@ impl KvState {
             Condition::IfVersion(version) => live.is_some_and(|r| r.version == version),
         };
         if !allowed {
-            return OpResult::Put {
-                succeeded: false,
-                version: self.live_version(key, now_ms),
-            };
+            return OpResult::Put { succeeded: false, version: self.live_version(key, now_ms) };
         }
-        self.store(
-            key,
-            Record {
-                value: value.clone(),
-                version: index,
-                expires_at_ms,
-            },
-        );
-        OpResult::Put {
-            succeeded: true,
-            version: index,
-        }
+        self.store(key, Record { value: value.clone(), version: index, expires_at_ms });
+        OpResult::Put { succeeded: true, version: index }
     }
 
-    fn delete(
-        &mut self,
-        index: u64,
-        now_ms: UnixMs,
-        key: &Bytes,
-        if_version: Option<Version>,
-    ) -> OpResult {
+    fn delete(&mut self, index: u64, now_ms: UnixMs, key: &Bytes, if_version: Option<Version>) -> OpResult {
         let Some(record) = self.map.get(key.as_ref()) else {
-            return OpResult::Delete {
-                deleted: false,
-                version: 0,
-            };
+            return OpResult::Delete { deleted: false, version: 0 };
         };
         if !record.is_live(now_ms) {
             // Logically absent already: reclaim it, but report that nothing was deleted.
             self.unstore(key);
-            return OpResult::Delete {
-                deleted: false,
-                version: 0,
-            };
+            return OpResult::Delete { deleted: false, version: 0 };
         }
         if if_version.is_some_and(|version| version != record.version) {
-            return OpResult::Delete {
-                deleted: false,
-                version: record.version,
-            };
+            return OpResult::Delete { deleted: false, version: record.version };
         }
         self.unstore(key);
-        OpResult::Delete {
-            deleted: true,
-            version: index,
-        }
+        OpResult::Delete { deleted: true, version: index }
     }
 
     fn touch(&mut self, now_ms: UnixMs, key: &Bytes, expires_at_ms: Option<UnixMs>) -> OpResult {
         let Some(record) = self.get(key, now_ms) else {
-            return OpResult::Touch {
-                found: false,
-                expires_at_ms: None,
-            };
+            return OpResult::Touch { found: false, expires_at_ms: None };
         };
-        let record = Record {
-            expires_at_ms,
-            ..record.clone()
-        };
+        let record = Record { expires_at_ms, ..record.clone() };
         self.store(key, record);
-        OpResult::Touch {
-            found: true,
-            expires_at_ms,
-        }
+        OpResult::Touch { found: true, expires_at_ms }
     }
 
     fn increment(
@@ -320,20 +266,13 @@ impl KvState {
             expires_at_ms: expires_at_ms.or(kept_deadline),
         };
         self.store(key, record);
-        Ok(IncrementOk {
-            value,
-            version: index,
-        })
+        Ok(IncrementOk { value, version: index })
     }
 
     fn expire(&mut self, now_ms: UnixMs, keys: &[Bytes]) -> OpResult {
         let mut removed = 0;
         for key in keys {
-            if self
-                .map
-                .get(key.as_ref())
-                .is_some_and(|record| !record.is_live(now_ms))
-            {
+            if self.map.get(key.as_ref()).is_some_and(|record| !record.is_live(now_ms)) {
                 self.unstore(key);
                 removed += 1;
             }
@@ -344,16 +283,10 @@ impl KvState {
     fn set_cluster_map(&mut self, expected_epoch: Option<u64>, map: &ClusterMap) -> OpResult {
         let current_epoch = self.cluster_map.as_ref().map(|current| current.epoch);
         if current_epoch != expected_epoch {
-            return OpResult::SetClusterMap {
-                succeeded: false,
-                epoch: current_epoch.unwrap_or(0),
-            };
+            return OpResult::SetClusterMap { succeeded: false, epoch: current_epoch.unwrap_or(0) };
         }
         self.cluster_map = Some(map.clone());
-        OpResult::SetClusterMap {
-            succeeded: true,
-            epoch: map.epoch,
-        }
+        OpResult::SetClusterMap { succeeded: true, epoch: map.epoch }
     }
 
     /// Inserts or replaces the record at `key`, keeping the derived indexes in step.
@@ -382,20 +315,10 @@ impl KvState {
     fn from_parts(map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap>) -> KvState {
         let expiry = map
             .iter()
-            .filter_map(|(key, record)| {
-                record.expires_at_ms.map(|deadline| (deadline, key.clone()))
-            })
+            .filter_map(|(key, record)| record.expires_at_ms.map(|deadline| (deadline, key.clone())))
             .collect();
-        let approx_bytes = map
-            .iter()
-            .map(|(key, r)| (key.len() + r.value.len()) as u64)
-            .sum();
-        KvState {
-            map,
-            cluster_map,
-            expiry,
-            approx_bytes,
-        }
+        let approx_bytes = map.iter().map(|(key, r)| (key.len() + r.value.len()) as u64).sum();
+        KvState { map, cluster_map, expiry, approx_bytes }
     }
 }
 
@@ -418,29 +341,19 @@ fn parse_i64(value: &[u8]) -> Result<i64, IncrementError> {
 #[derive(Serialize)]
 #[serde(rename = "KvStateSnapshot")]
 enum SnapshotRef<'a> {
-    V1 {
-        map: &'a BTreeMap<Bytes, Record>,
-        cluster_map: &'a Option<ClusterMap>,
-    },
+    V1 { map: &'a BTreeMap<Bytes, Record>, cluster_map: &'a Option<ClusterMap> },
 }
 
 /// The serialized form of [`KvState`], owned for reading. Must mirror [`SnapshotRef`].
 #[derive(Deserialize)]
 #[serde(rename = "KvStateSnapshot")]
 enum SnapshotOwned {
-    V1 {
-        map: BTreeMap<Bytes, Record>,
-        cluster_map: Option<ClusterMap>,
-    },
+    V1 { map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap> },
 }
 
 impl Serialize for KvState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        SnapshotRef::V1 {
-            map: &self.map,
-            cluster_map: &self.cluster_map,
-        }
-        .serialize(serializer)
+        SnapshotRef::V1 { map: &self.map, cluster_map: &self.cluster_map }.serialize(serializer)
     }
 }
 
@@ -461,40 +374,23 @@ mod tests {
     }
 
     fn put(k: &str, v: &str, expires_at_ms: Option<UnixMs>, condition: Condition) -> Op {
-        Op::Put {
-            key: key(k),
-            value: key(v),
-            expires_at_ms,
-            condition,
-        }
+        Op::Put { key: key(k), value: key(v), expires_at_ms, condition }
     }
 
     fn delete(k: &str, if_version: Option<Version>) -> Op {
-        Op::Delete {
-            key: key(k),
-            if_version,
-        }
+        Op::Delete { key: key(k), if_version }
     }
 
     fn touch(k: &str, expires_at_ms: Option<UnixMs>) -> Op {
-        Op::Touch {
-            key: key(k),
-            expires_at_ms,
-        }
+        Op::Touch { key: key(k), expires_at_ms }
     }
 
     fn incr(k: &str, delta: i64, expires_at_ms: Option<UnixMs>) -> Op {
-        Op::Increment {
-            key: key(k),
-            delta,
-            expires_at_ms,
-        }
+        Op::Increment { key: key(k), delta, expires_at_ms }
     }
 
     fn expire(keys: &[&str]) -> Op {
-        Op::Expire {
-            keys: keys.iter().map(|k| key(k)).collect(),
-        }
+        Op::Expire { keys: keys.iter().map(|k| key(k)).collect() }
     }
 
     fn cluster_map(epoch: u64) -> ClusterMap {
@@ -511,13 +407,7 @@ mod tests {
     /// Applies one op as the entry at `index` with clock `now_ms`, checks the
     /// derived indexes, and returns the op's result.
     fn apply(state: &mut KvState, index: u64, now_ms: UnixMs, op: Op) -> OpResult {
-        let mut response = state.apply(
-            index,
-            &Command {
-                now_ms,
-                ops: vec![op],
-            },
-        );
+        let mut response = state.apply(index, &Command { now_ms, ops: vec![op] });
         assert_consistent(state);
         assert_eq!(response.results.len(), 1);
         response.results.remove(0)
@@ -527,70 +417,36 @@ mod tests {
     fn assert_consistent(state: &KvState) {
         let rebuilt = KvState::from_parts(state.map.clone(), state.cluster_map.clone());
         assert_eq!(state.expiry, rebuilt.expiry, "expiry index out of step");
-        assert_eq!(
-            state.approx_bytes, rebuilt.approx_bytes,
-            "approx_bytes out of step"
-        );
+        assert_eq!(state.approx_bytes, rebuilt.approx_bytes, "approx_bytes out of step");
     }
 
     fn value(state: &KvState, k: &str, now_ms: UnixMs) -> Option<(String, Version, Option<u64>)> {
-        state.get(k.as_bytes(), now_ms).map(|r| {
-            (
-                String::from_utf8_lossy(&r.value).into_owned(),
-                r.version,
-                r.expires_at_ms,
-            )
-        })
+        state
+            .get(k.as_bytes(), now_ms)
+            .map(|r| (String::from_utf8_lossy(&r.value).into_owned(), r.version, r.expires_at_ms))
     }
 
     fn put_ok(version: Version) -> OpResult {
-        OpResult::Put {
-            succeeded: true,
-            version,
-        }
+        OpResult::Put { succeeded: true, version }
     }
 
     fn put_failed(version: Version) -> OpResult {
-        OpResult::Put {
-            succeeded: false,
-            version,
-        }
+        OpResult::Put { succeeded: false, version }
     }
 
     #[test]
     fn put_conditions() {
         let mut s = KvState::default();
-        assert_eq!(
-            apply(&mut s, 1, 0, put("a", "1", None, Condition::None)),
-            put_ok(1)
-        );
-        assert_eq!(
-            apply(&mut s, 2, 0, put("a", "2", None, Condition::IfAbsent)),
-            put_failed(1)
-        );
-        assert_eq!(
-            apply(&mut s, 3, 0, put("a", "3", None, Condition::IfVersion(2))),
-            put_failed(1)
-        );
+        assert_eq!(apply(&mut s, 1, 0, put("a", "1", None, Condition::None)), put_ok(1));
+        assert_eq!(apply(&mut s, 2, 0, put("a", "2", None, Condition::IfAbsent)), put_failed(1));
+        assert_eq!(apply(&mut s, 3, 0, put("a", "3", None, Condition::IfVersion(2))), put_failed(1));
         assert_eq!(value(&s, "a", 0), Some(("1".into(), 1, None)));
-        assert_eq!(
-            apply(&mut s, 4, 0, put("a", "4", None, Condition::IfVersion(1))),
-            put_ok(4)
-        );
+        assert_eq!(apply(&mut s, 4, 0, put("a", "4", None, Condition::IfVersion(1))), put_ok(4));
         assert_eq!(value(&s, "a", 0), Some(("4".into(), 4, None)));
-        assert_eq!(
-            apply(&mut s, 5, 0, put("b", "5", None, Condition::IfAbsent)),
-            put_ok(5)
-        );
+        assert_eq!(apply(&mut s, 5, 0, put("b", "5", None, Condition::IfAbsent)), put_ok(5));
         // IfVersion on an absent key fails with version 0, even for IfVersion(0).
-        assert_eq!(
-            apply(&mut s, 6, 0, put("c", "6", None, Condition::IfVersion(0))),
-            put_failed(0)
-        );
-        assert_eq!(
-            apply(&mut s, 7, 0, put("c", "7", None, Condition::IfVersion(3))),
-            put_failed(0)
-        );
+        assert_eq!(apply(&mut s, 6, 0, put("c", "6", None, Condition::IfVersion(0))), put_failed(0));
+        assert_eq!(apply(&mut s, 7, 0, put("c", "7", None, Condition::IfVersion(3))), put_failed(0));
         assert_eq!(s.get(b"c", 0), None);
         assert_eq!(s.len(), 2);
     }
@@ -604,36 +460,16 @@ mod tests {
         assert_eq!(s.expired_keys(99, 10), Vec::<Bytes>::new());
         assert_eq!(s.expired_keys(100, 10), vec![key("a")]);
         // At now == deadline every op sees the key as absent.
-        assert_eq!(
-            apply(&mut s, 2, 100, put("a", "y", None, Condition::IfVersion(1))),
-            put_failed(0)
-        );
+        assert_eq!(apply(&mut s, 2, 100, put("a", "y", None, Condition::IfVersion(1))), put_failed(0));
         assert_eq!(
             apply(&mut s, 3, 100, touch("a", Some(500))),
-            OpResult::Touch {
-                found: false,
-                expires_at_ms: None
-            }
+            OpResult::Touch { found: false, expires_at_ms: None }
         );
-        assert_eq!(
-            s.expired_keys(100, 10),
-            vec![key("a")],
-            "failed ops change nothing"
-        );
+        assert_eq!(s.expired_keys(100, 10), vec![key("a")], "failed ops change nothing");
         // One ms earlier it is live.
-        assert_eq!(
-            apply(&mut s, 4, 99, put("a", "z", None, Condition::IfAbsent)),
-            put_failed(1)
-        );
-        assert_eq!(
-            apply(&mut s, 5, 100, put("a", "z", None, Condition::IfAbsent)),
-            put_ok(5)
-        );
-        assert_eq!(
-            value(&s, "a", 1_000),
-            Some(("z".into(), 5, None)),
-            "TTL replaced"
-        );
+        assert_eq!(apply(&mut s, 4, 99, put("a", "z", None, Condition::IfAbsent)), put_failed(1));
+        assert_eq!(apply(&mut s, 5, 100, put("a", "z", None, Condition::IfAbsent)), put_ok(5));
+        assert_eq!(value(&s, "a", 1_000), Some(("z".into(), 5, None)), "TTL replaced");
         assert_eq!(s.expired_keys(u64::MAX, 10), Vec::<Bytes>::new());
         assert_eq!(s.len(), 1);
     }
@@ -670,10 +506,7 @@ mod tests {
         apply(&mut s, 7, 0, put("a", "x", Some(10), Condition::None));
         apply(&mut s, 8, 0, put("b", "x", Some(10), Condition::None));
         assert_eq!(apply(&mut s, 9, 10, delete("a", None)), deleted(false, 0));
-        assert_eq!(
-            apply(&mut s, 10, 10, delete("b", Some(8))),
-            deleted(false, 0)
-        );
+        assert_eq!(apply(&mut s, 10, 10, delete("b", Some(8))), deleted(false, 0));
         assert!(s.is_empty());
         assert_eq!(s.expired_keys(u64::MAX, 10), Vec::<Bytes>::new());
         assert_eq!(s.approx_bytes(), 0);
@@ -682,34 +515,18 @@ mod tests {
     #[test]
     fn touch_sets_and_clears_ttl_without_changing_value_or_version() {
         let mut s = KvState::default();
-        let touched = |found, expires_at_ms| OpResult::Touch {
-            found,
-            expires_at_ms,
-        };
-        assert_eq!(
-            apply(&mut s, 1, 0, touch("a", Some(10))),
-            touched(false, None)
-        );
+        let touched = |found, expires_at_ms| OpResult::Touch { found, expires_at_ms };
+        assert_eq!(apply(&mut s, 1, 0, touch("a", Some(10))), touched(false, None));
         assert!(s.is_empty(), "touch does not create keys");
         apply(&mut s, 2, 0, put("a", "x", Some(10), Condition::None));
-        assert_eq!(
-            apply(&mut s, 3, 5, touch("a", Some(20))),
-            touched(true, Some(20))
-        );
+        assert_eq!(apply(&mut s, 3, 5, touch("a", Some(20))), touched(true, Some(20)));
         assert_eq!(value(&s, "a", 15), Some(("x".into(), 2, Some(20))));
-        assert_eq!(
-            s.expired_keys(15, 10),
-            Vec::<Bytes>::new(),
-            "old deadline unindexed"
-        );
+        assert_eq!(s.expired_keys(15, 10), Vec::<Bytes>::new(), "old deadline unindexed");
         assert_eq!(apply(&mut s, 4, 15, touch("a", None)), touched(true, None));
         assert_eq!(value(&s, "a", u64::MAX), Some(("x".into(), 2, None)));
         assert_eq!(s.expired_keys(u64::MAX, 10), Vec::<Bytes>::new());
         // Touching with a past deadline expires the key at once.
-        assert_eq!(
-            apply(&mut s, 5, 30, touch("a", Some(30))),
-            touched(true, Some(30))
-        );
+        assert_eq!(apply(&mut s, 5, 30, touch("a", Some(30))), touched(true, Some(30)));
         assert_eq!(s.get(b"a", 30), None);
         // An expired key cannot be revived by touch.
         assert_eq!(apply(&mut s, 6, 31, touch("a", None)), touched(false, None));
@@ -765,11 +582,7 @@ mod tests {
             };
             apply(&mut s, 1, 0, op);
             let before = s.clone();
-            assert_eq!(
-                apply(&mut s, 2, 0, incr("n", 1, None)),
-                not_an_integer,
-                "{bad:?}"
-            );
+            assert_eq!(apply(&mut s, 2, 0, incr("n", 1, None)), not_an_integer, "{bad:?}");
             assert_eq!(s, before, "a failed increment changes nothing");
         }
         for (good, expect) in [
@@ -783,18 +596,8 @@ mod tests {
             let mut s = KvState::default();
             apply(&mut s, 1, 0, put("n", good, None, Condition::None));
             let result = apply(&mut s, 2, 0, incr("n", 1, None));
-            assert_eq!(
-                result,
-                OpResult::Increment(Ok(IncrementOk {
-                    value: expect,
-                    version: 2
-                }))
-            );
-            assert_eq!(
-                value(&s, "n", 0).map(|v| v.0),
-                Some(expect.to_string()),
-                "canonical"
-            );
+            assert_eq!(result, OpResult::Increment(Ok(IncrementOk { value: expect, version: 2 })));
+            assert_eq!(value(&s, "n", 0).map(|v| v.0), Some(expect.to_string()), "canonical");
         }
     }
 
@@ -826,17 +629,11 @@ mod tests {
         apply(&mut s, 6, 9, touch("c", Some(50)));
         // Live, rewritten, touched, never-expiring, absent and duplicate keys.
         let keys = ["a", "b", "c", "d", "zz", "a"];
-        assert_eq!(
-            apply(&mut s, 7, 11, expire(&keys)),
-            OpResult::Expire { removed: 1 }
-        );
+        assert_eq!(apply(&mut s, 7, 11, expire(&keys)), OpResult::Expire { removed: 1 });
         assert_eq!(s.len(), 3);
         assert_eq!(value(&s, "b", 11), Some(("y".into(), 5, None)));
         assert_eq!(value(&s, "c", 11), Some(("x".into(), 3, Some(50))));
-        assert_eq!(
-            apply(&mut s, 8, 50, expire(&["c"])),
-            OpResult::Expire { removed: 1 }
-        );
+        assert_eq!(apply(&mut s, 8, 50, expire(&["c"])), OpResult::Expire { removed: 1 });
         assert_eq!(s.len(), 2);
     }
 
@@ -844,10 +641,7 @@ mod tests {
     fn set_cluster_map_conditions() {
         let mut s = KvState::default();
         let result = |succeeded, epoch| OpResult::SetClusterMap { succeeded, epoch };
-        let set = |expected_epoch, epoch| Op::SetClusterMap {
-            expected_epoch,
-            map: cluster_map(epoch),
-        };
+        let set = |expected_epoch, epoch| Op::SetClusterMap { expected_epoch, map: cluster_map(epoch) };
         assert_eq!(apply(&mut s, 1, 0, set(Some(0), 1)), result(false, 0));
         assert_eq!(s.cluster_map(), None);
         assert_eq!(apply(&mut s, 2, 0, set(None, 1)), result(true, 1));
@@ -875,32 +669,14 @@ mod tests {
             response.results,
             vec![
                 put_ok(7),
-                OpResult::Increment(Ok(IncrementOk {
-                    value: 2,
-                    version: 7
-                })),
+                OpResult::Increment(Ok(IncrementOk { value: 2, version: 7 })),
                 put_ok(7),
-                OpResult::Delete {
-                    deleted: false,
-                    version: 0
-                },
-                OpResult::Touch {
-                    found: true,
-                    expires_at_ms: Some(5)
-                },
+                OpResult::Delete { deleted: false, version: 0 },
+                OpResult::Touch { found: true, expires_at_ms: Some(5) },
             ]
         );
         assert_eq!(value(&s, "a", 0), Some(("x".into(), 7, Some(5))));
-        assert_eq!(
-            s.apply(
-                8,
-                &Command {
-                    now_ms: 0,
-                    ops: vec![]
-                }
-            ),
-            Response::default()
-        );
+        assert_eq!(s.apply(8, &Command { now_ms: 0, ops: vec![] }), Response::default());
     }
 
     #[test]
@@ -933,19 +709,11 @@ mod tests {
 
     #[test]
     fn ttl_remaining() {
-        let record = |expires_at_ms| Record {
-            value: Bytes::new(),
-            version: 1,
-            expires_at_ms,
-        };
+        let record = |expires_at_ms| Record { value: Bytes::new(), version: 1, expires_at_ms };
         assert_eq!(record(None).ttl_remaining_ms(5), 0);
         assert_eq!(record(Some(105)).ttl_remaining_ms(5), 100);
         assert_eq!(record(Some(6)).ttl_remaining_ms(5), 1);
-        assert_eq!(
-            record(Some(5)).ttl_remaining_ms(5),
-            1,
-            "never 0 (= no expiry)"
-        );
+        assert_eq!(record(Some(5)).ttl_remaining_ms(5), 1, "never 0 (= no expiry)");
         assert!(record(Some(6)).is_live(5));
         assert!(!record(Some(5)).is_live(5));
         assert!(record(None).is_live(u64::MAX));
@@ -957,15 +725,7 @@ mod tests {
         apply(&mut s, 1, 0, put("a", "x", Some(10), Condition::None));
         apply(&mut s, 2, 0, put("b", "y", None, Condition::None));
         apply(&mut s, 3, 0, put("c", "z", Some(20), Condition::None));
-        apply(
-            &mut s,
-            4,
-            0,
-            Op::SetClusterMap {
-                expected_epoch: None,
-                map: cluster_map(3),
-            },
-        );
+        apply(&mut s, 4, 0, Op::SetClusterMap { expected_epoch: None, map: cluster_map(3) });
         let bytes = s.encode_snapshot();
         let decoded = KvState::decode_snapshot(&bytes).expect("decodes");
         assert_eq!(decoded, s);
@@ -974,10 +734,7 @@ mod tests {
         // Plain serde goes through the same envelope and rebuilds too.
         let via_serde: KvState = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(via_serde, s);
-        assert_eq!(
-            KvState::decode_snapshot(&KvState::default().encode_snapshot()),
-            Ok(KvState::default())
-        );
+        assert_eq!(KvState::decode_snapshot(&KvState::default().encode_snapshot()), Ok(KvState::default()));
     }
 
     #[test]
@@ -987,20 +744,11 @@ mod tests {
         let bytes = s.encode_snapshot();
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(
-            KvState::decode_snapshot(&trailing),
-            Err(postcard::Error::DeserializeBadEncoding)
-        );
+        assert_eq!(KvState::decode_snapshot(&trailing), Err(postcard::Error::DeserializeBadEncoding));
         for len in 0..bytes.len() {
-            assert!(
-                KvState::decode_snapshot(&bytes[..len]).is_err(),
-                "truncated at {len}"
-            );
+            assert!(KvState::decode_snapshot(&bytes[..len]).is_err(), "truncated at {len}");
         }
-        assert!(
-            KvState::decode_snapshot(&[7]).is_err(),
-            "unknown format version"
-        );
+        assert!(KvState::decode_snapshot(&[7]).is_err(), "unknown format version");
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..2_000 {

@@ -44,12 +44,7 @@ impl Model {
 
     fn apply(&mut self, index: u64, now: u64, op: &Op) -> OpResult {
         match op {
-            Op::Put {
-                key,
-                value,
-                expires_at_ms,
-                condition,
-            } => {
+            Op::Put { key, value, expires_at_ms, condition } => {
                 let current = self.live_version(key, now);
                 let ok = match condition {
                     Condition::None => true,
@@ -57,61 +52,35 @@ impl Model {
                     Condition::IfVersion(v) => current != 0 && current == *v,
                 };
                 if ok {
-                    self.data
-                        .insert(key.to_vec(), (value.to_vec(), index, *expires_at_ms));
-                    OpResult::Put {
-                        succeeded: true,
-                        version: index,
-                    }
+                    self.data.insert(key.to_vec(), (value.to_vec(), index, *expires_at_ms));
+                    OpResult::Put { succeeded: true, version: index }
                 } else {
-                    OpResult::Put {
-                        succeeded: false,
-                        version: current,
-                    }
+                    OpResult::Put { succeeded: false, version: current }
                 }
             }
             Op::Delete { key, if_version } => {
                 let current = self.live_version(key, now);
                 if current == 0 {
                     self.data.remove(key.as_ref());
-                    return OpResult::Delete {
-                        deleted: false,
-                        version: 0,
-                    };
+                    return OpResult::Delete { deleted: false, version: 0 };
                 }
                 if let Some(v) = if_version
                     && *v != current
                 {
-                    return OpResult::Delete {
-                        deleted: false,
-                        version: current,
-                    };
+                    return OpResult::Delete { deleted: false, version: current };
                 }
                 self.data.remove(key.as_ref());
-                OpResult::Delete {
-                    deleted: true,
-                    version: index,
-                }
+                OpResult::Delete { deleted: true, version: index }
             }
             Op::Touch { key, expires_at_ms } => {
                 if self.live(key, now).is_none() {
-                    return OpResult::Touch {
-                        found: false,
-                        expires_at_ms: None,
-                    };
+                    return OpResult::Touch { found: false, expires_at_ms: None };
                 }
                 let entry = self.data.get_mut(key.as_ref()).unwrap();
                 entry.2 = *expires_at_ms;
-                OpResult::Touch {
-                    found: true,
-                    expires_at_ms: *expires_at_ms,
-                }
+                OpResult::Touch { found: true, expires_at_ms: *expires_at_ms }
             }
-            Op::Increment {
-                key,
-                delta,
-                expires_at_ms,
-            } => {
+            Op::Increment { key, delta, expires_at_ms } => {
                 let (old, old_deadline) = match self.live(key, now) {
                     None => (0, None),
                     Some((value, _, deadline)) => match model_parse(value) {
@@ -122,19 +91,9 @@ impl Model {
                 let Ok(new) = i64::try_from(old as i128 + *delta as i128) else {
                     return OpResult::Increment(Err(IncrementError::Overflow));
                 };
-                let deadline = if expires_at_ms.is_some() {
-                    *expires_at_ms
-                } else {
-                    old_deadline
-                };
-                self.data.insert(
-                    key.to_vec(),
-                    (format!("{new}").into_bytes(), index, deadline),
-                );
-                OpResult::Increment(Ok(IncrementOk {
-                    value: new,
-                    version: index,
-                }))
+                let deadline = if expires_at_ms.is_some() { *expires_at_ms } else { old_deadline };
+                self.data.insert(key.to_vec(), (format!("{new}").into_bytes(), index, deadline));
+                OpResult::Increment(Ok(IncrementOk { value: new, version: index }))
             }
             Op::Expire { keys } => {
                 let mut removed = 0;
@@ -146,22 +105,13 @@ impl Model {
                 }
                 OpResult::Expire { removed }
             }
-            Op::SetClusterMap {
-                expected_epoch,
-                map,
-            } => {
+            Op::SetClusterMap { expected_epoch, map } => {
                 if *expected_epoch == self.cluster_epoch {
                     self.cluster_epoch = Some(map.epoch);
-                    OpResult::SetClusterMap {
-                        succeeded: true,
-                        epoch: map.epoch,
-                    }
+                    OpResult::SetClusterMap { succeeded: true, epoch: map.epoch }
                 } else {
                     let epoch = self.cluster_epoch.unwrap_or(0);
-                    OpResult::SetClusterMap {
-                        succeeded: false,
-                        epoch,
-                    }
+                    OpResult::SetClusterMap { succeeded: false, epoch }
                 }
             }
         }
@@ -228,10 +178,7 @@ struct Generator {
 
 impl Generator {
     fn key(&mut self) -> Bytes {
-        self.keys
-            .choose(&mut self.rng)
-            .expect("keys is not empty")
-            .clone()
+        self.keys.choose(&mut self.rng).expect("keys is not empty").clone()
     }
 
     fn value(&mut self) -> Bytes {
@@ -261,10 +208,7 @@ impl Generator {
             Bytes::from_static(INTERESTING.choose(&mut self.rng).unwrap().as_bytes())
         } else {
             let len = self.rng.random_range(0..6);
-            (0..len)
-                .map(|_| self.rng.random::<u8>())
-                .collect::<Vec<u8>>()
-                .into()
+            (0..len).map(|_| self.rng.random::<u8>()).collect::<Vec<u8>>().into()
         }
     }
 
@@ -305,36 +249,17 @@ impl Generator {
                 };
                 let value = self.value();
                 let expires_at_ms = self.deadline(now);
-                Op::Put {
-                    key,
-                    value,
-                    expires_at_ms,
-                    condition,
-                }
+                Op::Put { key, value, expires_at_ms, condition }
             }
             30..=41 => {
-                let if_version = self
-                    .rng
-                    .random_bool(0.5)
-                    .then(|| self.version(model, &key, index));
+                let if_version = self.rng.random_bool(0.5).then(|| self.version(model, &key, index));
                 Op::Delete { key, if_version }
             }
-            42..=53 => Op::Touch {
-                key,
-                expires_at_ms: self.deadline(now),
-            },
+            42..=53 => Op::Touch { key, expires_at_ms: self.deadline(now) },
             54..=79 => {
                 let delta = self.delta();
-                let expires_at_ms = if self.rng.random_bool(0.6) {
-                    None
-                } else {
-                    self.deadline(now)
-                };
-                Op::Increment {
-                    key,
-                    delta,
-                    expires_at_ms,
-                }
+                let expires_at_ms = if self.rng.random_bool(0.6) { None } else { self.deadline(now) };
+                Op::Increment { key, delta, expires_at_ms }
             }
             80..=97 => {
                 // As the leader would: chosen at an earlier (or equal) clock, then
@@ -356,10 +281,7 @@ impl Generator {
                     _ => current,
                 };
                 let epoch = current.unwrap_or(0) + self.rng.random_range(0..3);
-                Op::SetClusterMap {
-                    expected_epoch,
-                    map: cluster_map(epoch),
-                }
+                Op::SetClusterMap { expected_epoch, map: cluster_map(epoch) }
             }
         }
     }
@@ -378,63 +300,35 @@ fn cluster_map(epoch: u64) -> ClusterMap {
 
 fn record_coverage(cov: &mut Coverage, model: &Model, now: u64, op: &Op, result: &OpResult) {
     match (op, result) {
-        (
-            Op::Put {
-                condition: Condition::IfVersion(_),
-                ..
-            },
-            OpResult::Put {
-                succeeded: true, ..
-            },
-        ) => cov.put_if_version_ok += 1,
-        (
-            Op::Put {
-                key,
-                condition: Condition::IfAbsent,
-                ..
-            },
-            OpResult::Put {
-                succeeded: true, ..
-            },
-        ) if model.data.contains_key(key.as_ref()) => cov.put_if_absent_over_expired += 1,
-        (
-            Op::Delete { key, .. },
-            OpResult::Delete {
-                deleted: false,
-                version: 0,
-            },
-        ) if model.data.contains_key(key.as_ref()) => cov.delete_expired += 1,
-        (
-            Op::Delete { .. },
-            OpResult::Delete {
-                deleted: false,
-                version,
-            },
-        ) if *version != 0 => cov.delete_version_mismatch += 1,
+        (Op::Put { condition: Condition::IfVersion(_), .. }, OpResult::Put { succeeded: true, .. }) => {
+            cov.put_if_version_ok += 1
+        }
+        (Op::Put { key, condition: Condition::IfAbsent, .. }, OpResult::Put { succeeded: true, .. })
+            if model.data.contains_key(key.as_ref()) =>
+        {
+            cov.put_if_absent_over_expired += 1
+        }
+        (Op::Delete { key, .. }, OpResult::Delete { deleted: false, version: 0 })
+            if model.data.contains_key(key.as_ref()) =>
+        {
+            cov.delete_expired += 1
+        }
+        (Op::Delete { .. }, OpResult::Delete { deleted: false, version }) if *version != 0 => {
+            cov.delete_version_mismatch += 1
+        }
         (Op::Touch { .. }, OpResult::Touch { found: true, .. }) => cov.touch_ok += 1,
-        (
-            Op::Increment {
-                key,
-                expires_at_ms: None,
-                ..
-            },
-            OpResult::Increment(Ok(_)),
-        ) if model.live(key, now).is_some_and(|e| e.2.is_some()) => {
+        (Op::Increment { key, expires_at_ms: None, .. }, OpResult::Increment(Ok(_)))
+            if model.live(key, now).is_some_and(|e| e.2.is_some()) =>
+        {
             cov.increment_ok_keeping_ttl += 1
         }
         (_, OpResult::Increment(Err(IncrementError::NotAnInteger))) => cov.not_an_integer += 1,
         (_, OpResult::Increment(Err(IncrementError::Overflow))) => cov.overflow += 1,
         (Op::Expire { keys }, OpResult::Expire { removed }) => {
             cov.expire_removed += removed;
-            cov.expire_skipped_live +=
-                keys.iter().filter(|k| model.live(k, now).is_some()).count() as u64;
+            cov.expire_skipped_live += keys.iter().filter(|k| model.live(k, now).is_some()).count() as u64;
         }
-        (
-            _,
-            OpResult::SetClusterMap {
-                succeeded: true, ..
-            },
-        ) => cov.cluster_map_set += 1,
+        (_, OpResult::SetClusterMap { succeeded: true, .. }) => cov.cluster_map_set += 1,
         _ => {}
     }
 }
@@ -445,9 +339,7 @@ fn record_coverage(cov: &mut Coverage, model: &Model, now: u64, op: &Op, result:
 fn check_full(state: &KvState, model: &Model, keys: &[Bytes], now: u64, ctx: &str) {
     for at in [now, now.saturating_sub(30), now + 1, now + 100, u64::MAX] {
         for key in keys {
-            let got = state
-                .get(key, at)
-                .map(|r| (r.value.to_vec(), r.version, r.expires_at_ms));
+            let got = state.get(key, at).map(|r| (r.value.to_vec(), r.version, r.expires_at_ms));
             let want = model.live(key, at).cloned();
             assert_eq!(got, want, "{ctx}: get({key:?}) at {at}");
             if let Some(record) = state.get(key, at) {
@@ -459,31 +351,15 @@ fn check_full(state: &KvState, model: &Model, keys: &[Bytes], now: u64, ctx: &st
             }
         }
         let expired = model.expired(at);
-        assert_eq!(
-            state.expired_keys(at, usize::MAX),
-            expired,
-            "{ctx}: expired_keys at {at}"
-        );
+        assert_eq!(state.expired_keys(at, usize::MAX), expired, "{ctx}: expired_keys at {at}");
         let limited: Vec<Bytes> = expired.iter().take(3).cloned().collect();
-        assert_eq!(
-            state.expired_keys(at, 3),
-            limited,
-            "{ctx}: expired_keys limit 3 at {at}"
-        );
+        assert_eq!(state.expired_keys(at, 3), limited, "{ctx}: expired_keys limit 3 at {at}");
     }
     assert_eq!(state.len(), model.data.len(), "{ctx}: len");
     assert_eq!(state.is_empty(), model.data.is_empty(), "{ctx}: is_empty");
-    let bytes: u64 = model
-        .data
-        .iter()
-        .map(|(k, (v, _, _))| (k.len() + v.len()) as u64)
-        .sum();
+    let bytes: u64 = model.data.iter().map(|(k, (v, _, _))| (k.len() + v.len()) as u64).sum();
     assert_eq!(state.approx_bytes(), bytes, "{ctx}: approx_bytes");
-    assert_eq!(
-        state.cluster_map().map(|m| m.epoch),
-        model.cluster_epoch,
-        "{ctx}: cluster map"
-    );
+    assert_eq!(state.cluster_map().map(|m| m.epoch), model.cluster_epoch, "{ctx}: cluster map");
 }
 
 fn run_seed(seed: u64, cov: &mut Coverage) {
@@ -512,10 +388,7 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
         for (i, (op, got)) in command.ops.iter().zip(&response.results).enumerate() {
             let before = model.clone();
             let want = model.apply(index, now, op);
-            assert_eq!(
-                got, &want,
-                "seed {seed} step {step} op {i}: {op:?} at index {index} now {now}"
-            );
+            assert_eq!(got, &want, "seed {seed} step {step} op {i}: {op:?} at index {index} now {now}");
             record_coverage(cov, &before, now, op, got);
         }
 
@@ -553,8 +426,5 @@ fn state_machine_matches_model() {
         cov.expire_skipped_live,
         cov.cluster_map_set,
     ];
-    assert!(
-        reached.iter().all(|&n| n > 0),
-        "generator missed an outcome: {cov:?}"
-    );
+    assert!(reached.iter().all(|&n| n > 0), "generator missed an outcome: {cov:?}");
 }

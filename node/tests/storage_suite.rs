@@ -24,11 +24,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for SledStoreB
     async fn build(&self) -> Result<(Guard, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
         // Inside the suite's runtime, so the flusher task can be spawned.
-        let storage =
-            NodeStorage::open(dir.path()).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, sm) = storage
-            .open_shard(7)
-            .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let storage = NodeStorage::open(dir.path()).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let (log, sm) = storage.open_shard(7).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         Ok(((storage, dir), log, sm))
     }
 }

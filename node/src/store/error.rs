@@ -57,21 +57,11 @@ pub enum StoreError {
 
     /// A value stored in sled does not decode (or has an impossible value).
     #[error("sled tree {tree:?}, key {key:?}: {reason}")]
-    CorruptValue {
-        tree: String,
-        key: String,
-        reason: String,
-    },
+    CorruptValue { tree: String, key: String, reason: String },
 
     /// A shard's on-disk layout version is not one this build understands.
-    #[error(
-        "shard {shard}: storage format version {found} is not supported (this build reads {supported})"
-    )]
-    UnsupportedFormat {
-        shard: ShardId,
-        found: u32,
-        supported: u32,
-    },
+    #[error("shard {shard}: storage format version {found} is not supported (this build reads {supported})")]
+    UnsupportedFormat { shard: ShardId, found: u32, supported: u32 },
 
     /// The shard is already open (a `LogStore`, `StateMachineStore`, log reader or
     /// snapshot builder of it is still alive), or another open/drop of it is in
@@ -100,23 +90,14 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        StoreError::Io {
-            context: context.into(),
-            source,
-        }
+        StoreError::Io { context: context.into(), source }
     }
 
     pub(crate) fn sled(context: impl Into<String>, source: sled::Error) -> Self {
-        StoreError::Sled {
-            context: context.into(),
-            source,
-        }
+        StoreError::Sled { context: context.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        StoreError::SnapshotCorrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        StoreError::SnapshotCorrupt { path: path.into(), reason: reason.into() }
     }
 }

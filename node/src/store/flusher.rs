@@ -176,11 +176,7 @@ fn stopped() -> io::Error {
 }
 
 /// The flusher task: one blocking flush per batch of waiters, completions in order.
-async fn run(
-    target: Weak<DurableDb>,
-    mut rx: mpsc::UnboundedReceiver<Waiter>,
-    counters: Arc<Counters>,
-) {
+async fn run(target: Weak<DurableDb>, mut rx: mpsc::UnboundedReceiver<Waiter>, counters: Arc<Counters>) {
     let mut batch = Vec::with_capacity(256);
     // `recv_many` returns 0 only once every sender is gone and the queue is empty.
     while rx.recv_many(&mut batch, MAX_WAITERS_PER_ROUND).await > 0 {
@@ -195,9 +191,7 @@ async fn run(
             None => Err(stopped()),
         };
         counters.rounds.fetch_add(1, Ordering::Relaxed);
-        counters
-            .waiters
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.waiters.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             counters.failed_rounds.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, waiters = batch.len(), "storage flush round failed");
@@ -221,13 +215,6 @@ mod tests {
         let flusher = Flusher::spawn(Weak::new());
         let err = flusher.flush().await.unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
-        assert_eq!(
-            flusher.stats(),
-            FlushStats {
-                rounds: 1,
-                waiters: 1,
-                failed_rounds: 1
-            }
-        );
+        assert_eq!(flusher.stats(), FlushStats { rounds: 1, waiters: 1, failed_rounds: 1 });
     }
 }

@@ -61,12 +61,7 @@ impl LogStore {
 
     /// Reads `[lo, hi)` (hi = None: to the end), stopping early once `max_bytes`
     /// is reached after at least one entry.
-    fn read_range(
-        &self,
-        lo: u64,
-        hi: Option<u64>,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    fn read_range(&self, lo: u64, hi: Option<u64>, max_bytes: usize) -> Result<Vec<Entry>, StoreError> {
         if hi.is_some_and(|hi| lo >= hi) {
             return Ok(Vec::new());
         }
@@ -92,23 +87,15 @@ impl LogStore {
             key,
             reason,
         };
-        let index = <[u8; 8]>::try_from(key)
-            .map(u64::from_be_bytes)
-            .map_err(|_| {
-                corrupt(
-                    format!("{key:02x?}"),
-                    format!("log key of {} bytes, expected 8", key.len()),
-                )
-            })?;
+        let index = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).map_err(|_| {
+            corrupt(format!("{key:02x?}"), format!("log key of {} bytes, expected 8", key.len()))
+        })?;
         let entry: Entry = postcard::from_bytes(value)
             .map_err(|e| corrupt(index.to_string(), format!("log entry does not decode: {e}")))?;
         if entry.log_id.index != index {
             return Err(corrupt(
                 index.to_string(),
-                format!(
-                    "entry stored at index {index} carries log id {}",
-                    entry.log_id
-                ),
+                format!("entry stored at index {index} carries log id {}", entry.log_id),
             ));
         }
         Ok(entry)
@@ -124,10 +111,7 @@ impl LogStore {
         for key in self.shard.log.range(range).keys() {
             batch.remove(key.map_err(|e| self.sled_err("reading", e))?);
         }
-        self.shard
-            .log
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err("deleting from", e))
+        self.shard.log.apply_batch(batch).map_err(|e| self.sled_err("deleting from", e))
     }
 
     fn sled_err(&self, verb: &str, e: sled::Error) -> StoreError {
@@ -164,15 +148,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (lo, hi) = half_open(&range);
-        self.read_range(lo, hi, usize::MAX)
-            .map_err(|e| store_err(StorageIOError::read_logs, e))
+        self.read_range(lo, hi, usize::MAX).map_err(|e| store_err(StorageIOError::read_logs, e))
     }
 
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         self.read_range(start, Some(end), MAX_READ_BATCH_BYTES)
             .map_err(|e| store_err(StorageIOError::read_logs, e))
     }
@@ -184,19 +163,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let read = || -> Result<LogState<TypeConfig>, StoreError> {
             let last_purged_log_id = self.last_purged()?;
-            let last = self
-                .shard
-                .log
-                .last()
-                .map_err(|e| self.sled_err("reading", e))?;
+            let last = self.shard.log.last().map_err(|e| self.sled_err("reading", e))?;
             let last_log_id = match last {
                 Some((key, value)) => Some(self.decode_entry(&key, &value)?.log_id),
                 None => last_purged_log_id,
             };
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id,
-            })
+            Ok(LogState { last_purged_log_id, last_log_id })
         };
         read().map_err(|e| store_err(StorageIOError::read_logs, e))
     }
@@ -206,19 +178,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.shard
-            .meta_put(KEY_VOTE, vote)
-            .map_err(|e| store_err(StorageIOError::write_vote, e))?;
-        self.shard
-            .flush()
-            .await
-            .map_err(|e| store_err(StorageIOError::write_vote, e))
+        self.shard.meta_put(KEY_VOTE, vote).map_err(|e| store_err(StorageIOError::write_vote, e))?;
+        self.shard.flush().await.map_err(|e| store_err(StorageIOError::write_vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.shard
-            .meta_get(KEY_VOTE)
-            .map_err(|e| store_err(StorageIOError::read_vote, e))
+        self.shard.meta_get(KEY_VOTE).map_err(|e| store_err(StorageIOError::read_vote, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -230,16 +195,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.shard
-            .meta_get(KEY_COMMITTED)
-            .map_err(|e| store_err(StorageIOError::read, e))
+        self.shard.meta_get(KEY_COMMITTED).map_err(|e| store_err(StorageIOError::read, e))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -260,8 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index.to_be_bytes()..)
-            .map_err(|e| store_err(StorageIOError::write_logs, e))
+        self.remove_range(log_id.index.to_be_bytes()..).map_err(|e| store_err(StorageIOError::write_logs, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -293,10 +251,7 @@ mod tests {
     }
 
     fn blank(term: u64, index: u64) -> Entry {
-        Entry {
-            log_id: log_id(term, index),
-            payload: EntryPayload::Blank,
-        }
+        Entry { log_id: log_id(term, index), payload: EntryPayload::Blank }
     }
 
     fn put(index: u64, value_bytes: usize) -> Entry {
@@ -308,10 +263,7 @@ mod tests {
         };
         Entry {
             log_id: log_id(1, index),
-            payload: EntryPayload::Normal(Command {
-                now_ms: 1,
-                ops: vec![op],
-            }),
+            payload: EntryPayload::Normal(Command { now_ms: 1, ops: vec![op] }),
         }
     }
 
@@ -322,10 +274,7 @@ mod tests {
         assert_eq!(half_open(&(3..)), (3, None));
         assert_eq!(half_open(&(..)), (0, None));
         assert_eq!(half_open(&(..=u64::MAX)), (0, None));
-        assert_eq!(
-            half_open(&(Bound::Excluded(4), Bound::Included(4))),
-            (5, Some(5))
-        );
+        assert_eq!(half_open(&(Bound::Excluded(4), Bound::Included(4))), (5, Some(5)));
         let (lo, hi) = half_open(&(Bound::Excluded(u64::MAX), Bound::Unbounded));
         assert!(hi.is_some_and(|hi| lo >= hi));
     }
@@ -336,20 +285,13 @@ mod tests {
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (mut log, _sm) = storage.open_shard(1).unwrap();
         // Three entries of ~3 MiB: two would exceed the 4 MiB cap.
-        log.blocking_append([put(1, 3 << 20), put(2, 3 << 20), put(3, 3 << 20)])
-            .await
-            .unwrap();
+        log.blocking_append([put(1, 3 << 20), put(2, 3 << 20), put(3, 3 << 20)]).await.unwrap();
         let got = log.limited_get_log_entries(1, 4).await.unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1]);
         let got = log.limited_get_log_entries(3, 4).await.unwrap();
         assert_eq!(got.len(), 1);
         // Small entries are not capped.
-        log.blocking_append((4..=50).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((4..=50).map(|i| blank(1, i))).await.unwrap();
         assert_eq!(log.limited_get_log_entries(4, 51).await.unwrap().len(), 47);
         assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 50);
     }
@@ -359,15 +301,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (mut log, _sm) = storage.open_shard(1).unwrap();
-        log.blocking_append([blank(1, 1), blank(1, 2)])
-            .await
-            .unwrap();
+        log.blocking_append([blank(1, 1), blank(1, 2)]).await.unwrap();
 
         // Garbage bytes under index 3.
-        log.shard
-            .log
-            .insert(3u64.to_be_bytes(), &[0xFF; 5][..])
-            .unwrap();
+        log.shard.log.insert(3u64.to_be_bytes(), &[0xFF; 5][..]).unwrap();
         assert!(log.try_get_log_entries(1..4).await.is_err());
         assert!(log.get_log_state().await.is_err());
 
@@ -392,22 +329,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (mut log, _sm) = storage.open_shard(1).unwrap();
-        log.blocking_append((1..=10).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((1..=10).map(|i| blank(1, i))).await.unwrap();
         log.purge(log_id(1, 5)).await.unwrap();
         log.purge(log_id(1, 3)).await.unwrap();
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
         assert_eq!(state.last_log_id, Some(log_id(1, 10)));
-        assert_eq!(
-            log.try_get_log_entries(..)
-                .await
-                .unwrap()
-                .first()
-                .map(|e| e.log_id.index),
-            Some(6)
-        );
+        assert_eq!(log.try_get_log_entries(..).await.unwrap().first().map(|e| e.log_id.index), Some(6));
         // Purging everything leaves the purged id as the last log id.
         log.purge(log_id(1, 10)).await.unwrap();
         let state = log.get_log_state().await.unwrap();

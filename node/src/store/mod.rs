@@ -142,19 +142,12 @@ impl NodeStorage {
             .mode(sled::Mode::LowSpace)
             .flush_every_ms(Some(SLED_BACKSTOP_FLUSH_MS))
             .open()
-            .map_err(|e| {
-                StoreError::sled(format!("opening the database at {}", sled_dir.display()), e)
-            })?;
+            .map_err(|e| StoreError::sled(format!("opening the database at {}", sled_dir.display()), e))?;
         let data_file_path = sled_dir.join("db");
         let data_file = File::open(&data_file_path).map_err(|e| {
-            StoreError::io(
-                format!("opening sled's data file {}", data_file_path.display()),
-                e,
-            )
+            StoreError::io(format!("opening sled's data file {}", data_file_path.display()), e)
         })?;
-        let node_tree = db
-            .open_tree(NODE_TREE)
-            .map_err(|e| StoreError::sled("opening tree node", e))?;
+        let node_tree = db.open_tree(NODE_TREE).map_err(|e| StoreError::sled("opening tree node", e))?;
         let snapshot_root = data_dir.join("snapshots");
         create_dir_durable(&snapshot_root)?;
         // Make the `sled` directory entry itself durable.
@@ -200,15 +193,11 @@ impl NodeStorage {
         // Log first: a crash in between leaves meta (vote, last_purged, snapshot
         // pointer) with an empty log, which is a consistent replica state.
         for name in [shard::log_tree_name(shard), shard::meta_tree_name(shard)] {
-            db.drop_tree(&name)
-                .map_err(|e| StoreError::sled(format!("dropping tree {name}"), e))?;
+            db.drop_tree(&name).map_err(|e| StoreError::sled(format!("dropping tree {name}"), e))?;
         }
         // The pointer is gone for good before any file it pointed at goes.
         self.inner.flusher.flush().await?;
-        let dir = self
-            .inner
-            .snapshot_root
-            .join(shard::snapshot_dir_name(shard));
+        let dir = self.inner.snapshot_root.join(shard::snapshot_dir_name(shard));
         match fs::remove_dir_all(&dir) {
             Ok(()) => snapshot_file::sync_dir(&self.inner.snapshot_root),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -224,10 +213,7 @@ impl NodeStorage {
             .iter()
             .filter_map(|name| {
                 let name = std::str::from_utf8(name).ok()?;
-                name.strip_prefix("shard/")?
-                    .strip_suffix("/meta")?
-                    .parse()
-                    .ok()
+                name.strip_prefix("shard/")?.strip_suffix("/meta")?.parse().ok()
             })
             .collect();
         shards.sort_unstable();
@@ -236,11 +222,8 @@ impl NodeStorage {
 
     /// Reads a node-level metadata value.
     pub fn get_node_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self
-            .inner
-            .node_tree
-            .get(key)
-            .map_err(|e| StoreError::sled(format!("reading node/{key}"), e))?;
+        let value =
+            self.inner.node_tree.get(key).map_err(|e| StoreError::sled(format!("reading node/{key}"), e))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -255,10 +238,7 @@ impl NodeStorage {
 
     /// Removes a node-level metadata value; durable when this returns.
     pub async fn remove_node_meta(&self, key: &str) -> Result<(), StoreError> {
-        self.inner
-            .node_tree
-            .remove(key)
-            .map_err(|e| StoreError::sled(format!("removing node/{key}"), e))?;
+        self.inner.node_tree.remove(key).map_err(|e| StoreError::sled(format!("removing node/{key}"), e))?;
         self.inner.flusher.flush().await
     }
 
@@ -301,19 +281,12 @@ impl NodeStorage {
             return Err(StoreError::ShardInUse { shard });
         }
         shards.insert(shard, Slot::Busy);
-        Ok(Reservation {
-            storage: self,
-            shard,
-            opened: false,
-        })
+        Ok(Reservation { storage: self, shard, opened: false })
     }
 
     fn lock_shards(&self) -> std::sync::MutexGuard<'_, HashMap<ShardId, Slot>> {
         // Every critical section is a single map operation: never inconsistent.
-        self.inner
-            .shards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.shards.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -327,9 +300,7 @@ struct Reservation<'a> {
 
 impl Reservation<'_> {
     fn opened(mut self, handle: &Arc<ShardHandle>) {
-        self.storage
-            .lock_shards()
-            .insert(self.shard, Slot::Open(Arc::downgrade(handle)));
+        self.storage.lock_shards().insert(self.shard, Slot::Open(Arc::downgrade(handle)));
         self.opened = true;
     }
 }

@@ -108,12 +108,10 @@ impl ShardHandle {
         let db = node.db();
         let log_name = log_tree_name(id);
         let meta_name = meta_tree_name(id);
-        let log = db
-            .open_tree(&log_name)
-            .map_err(|e| StoreError::sled(format!("opening tree {log_name}"), e))?;
-        let meta = db
-            .open_tree(&meta_name)
-            .map_err(|e| StoreError::sled(format!("opening tree {meta_name}"), e))?;
+        let log =
+            db.open_tree(&log_name).map_err(|e| StoreError::sled(format!("opening tree {log_name}"), e))?;
+        let meta =
+            db.open_tree(&meta_name).map_err(|e| StoreError::sled(format!("opening tree {meta_name}"), e))?;
         let snapshot_dir = node.snapshot_root().join(snapshot_dir_name(id));
         let handle = ShardHandle {
             node,
@@ -142,11 +140,9 @@ impl ShardHandle {
                 Ok(())
             }
             Some(raw) => {
-                let found = <[u8; 4]>::try_from(&raw[..])
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| {
-                        self.corrupt_value(KEY_FORMAT, format!("{} bytes, expected 4", raw.len()))
-                    })?;
+                let found = <[u8; 4]>::try_from(&raw[..]).map(u32::from_be_bytes).map_err(|_| {
+                    self.corrupt_value(KEY_FORMAT, format!("{} bytes, expected 4", raw.len()))
+                })?;
                 if found == SHARD_FORMAT_VERSION {
                     Ok(())
                 } else {
@@ -169,9 +165,7 @@ impl ShardHandle {
     }
 
     fn meta_raw(&self, key: &str) -> Result<Option<sled::IVec>, StoreError> {
-        self.meta
-            .get(key)
-            .map_err(|e| StoreError::sled(format!("reading {}/{key}", self.meta_tree_name), e))
+        self.meta.get(key).map_err(|e| StoreError::sled(format!("reading {}/{key}", self.meta_tree_name), e))
     }
 
     /// Reads and decodes a meta value.
@@ -186,10 +180,8 @@ impl ShardHandle {
 
     /// Encodes and writes a meta value (readable at once, durable at the next flush).
     pub(crate) fn meta_put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        let bytes = postcard::to_allocvec(value).map_err(|source| StoreError::Encode {
-            what: "shard metadata",
-            source,
-        })?;
+        let bytes = postcard::to_allocvec(value)
+            .map_err(|source| StoreError::Encode { what: "shard metadata", source })?;
         self.meta
             .insert(key, bytes)
             .map_err(|e| StoreError::sled(format!("writing {}/{key}", self.meta_tree_name), e))?;
@@ -210,10 +202,7 @@ impl ShardHandle {
 
     /// A fresh, never reused sequence number (sled's persistent id generator).
     pub(crate) fn next_seq(&self) -> Result<u64, StoreError> {
-        self.node
-            .db()
-            .generate_id()
-            .map_err(|e| StoreError::sled("generating a snapshot id", e))
+        self.node.db().generate_id().map_err(|e| StoreError::sled("generating a snapshot id", e))
     }
 
     pub(crate) fn snapshot_pointer(&self) -> Result<Option<SnapshotPointer>, StoreError> {
@@ -222,9 +211,7 @@ impl ShardHandle {
 
     fn lock_snapshots(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.snapshot_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.snapshot_lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Loads the current snapshot at open time, verified against its pointer, and
@@ -245,12 +232,11 @@ impl ShardHandle {
 
     fn remove_orphans(&self, keep: Option<&str>) -> Result<(), StoreError> {
         let dir = &self.snapshot_dir;
-        let entries = fs::read_dir(dir)
-            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        let entries =
+            fs::read_dir(dir).map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
         let mut removed = false;
         for entry in entries {
-            let entry =
-                entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+            let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
             if keep.is_some_and(|k| entry.file_name() == k) {
                 continue;
             }
@@ -310,19 +296,13 @@ impl ShardHandle {
             .map_err(|e| StoreError::io("writing a snapshot file", io::Error::other(e)))?
         };
         let written = written?;
-        let pointer = SnapshotPointer {
-            file,
-            meta,
-            crc32: written.crc32,
-            len: written.len,
-        };
+        let pointer = SnapshotPointer { file, meta, crc32: written.crc32, len: written.len };
 
         let superseded = {
             let _guard = self.lock_snapshots();
             let current = self.snapshot_pointer()?;
-            let newer_exists = current
-                .as_ref()
-                .is_some_and(|c| c.meta.last_log_id > pointer.meta.last_log_id);
+            let newer_exists =
+                current.as_ref().is_some_and(|c| c.meta.last_log_id > pointer.meta.last_log_id);
             if replace == Replace::IfNotOlder && newer_exists {
                 tracing::info!(shard = self.id, file = %pointer.file, "snapshot superseded while it was built");
                 remove_file_if_exists(&written.path)?;
@@ -344,11 +324,7 @@ impl ShardHandle {
 }
 
 /// Checks that a file is the one the pointer recorded.
-fn verify(
-    read: SnapshotFile,
-    pointer: &SnapshotPointer,
-    path: &Path,
-) -> Result<SnapshotFile, StoreError> {
+fn verify(read: SnapshotFile, pointer: &SnapshotPointer, path: &Path) -> Result<SnapshotFile, StoreError> {
     if read.crc32 != pointer.crc32 || read.len != pointer.len {
         return Err(StoreError::corrupt(
             path,
@@ -362,10 +338,7 @@ fn verify(
     if read.meta != pointer.meta {
         return Err(StoreError::corrupt(
             path,
-            format!(
-                "metadata {} differs from the recorded {}",
-                read.meta, pointer.meta
-            ),
+            format!("metadata {} differs from the recorded {}", read.meta, pointer.meta),
         ));
     }
     Ok(read)

@@ -29,8 +29,6 @@
 //!   that long. A persistent (structurally shared) map would make it O(1).
 //! - The snapshot is serialized into memory and handed to openraft as a
 //!   `Cursor<Vec<u8>>`; no streaming to or from disk.
-//! - `KvState` is encoded with a local postcard shim (`encode_kv`/`decode_kv`,
-//!   `TODO(sm)`) until `KvState::encode_snapshot`/`decode_snapshot` land.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -43,19 +41,15 @@ use super::StoreError;
 use super::shard::{Replace, ShardHandle};
 use super::snapshot_file::SnapshotFile;
 use crate::command::Response;
-use crate::raft_types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state_machine::KvState;
 
-// TODO(sm): switch to KvState::encode_snapshot once it lands.
 fn encode_kv(kv: &KvState) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_allocvec(kv)
+    Ok(kv.encode_snapshot())
 }
 
-// TODO(sm): switch to KvState::decode_snapshot once it lands.
 fn decode_kv(bytes: &[u8]) -> Result<KvState, postcard::Error> {
-    postcard::from_bytes(bytes)
+    KvState::decode_snapshot(bytes)
 }
 
 /// A shard's in-memory state: the data and the Raft position it reflects.
@@ -78,30 +72,17 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Builds the state machine from the snapshot loaded at open (or empty).
-    pub(crate) fn open(
-        shard: Arc<ShardHandle>,
-        snapshot: Option<SnapshotFile>,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn open(shard: Arc<ShardHandle>, snapshot: Option<SnapshotFile>) -> Result<Self, StoreError> {
         let state = match snapshot {
             None => ShardState::default(),
             Some(file) => {
                 let kv = decode_kv(&file.data).map_err(|e| {
-                    StoreError::corrupt(
-                        &file.path,
-                        format!("state-machine data does not decode: {e}"),
-                    )
+                    StoreError::corrupt(&file.path, format!("state-machine data does not decode: {e}"))
                 })?;
-                ShardState {
-                    kv,
-                    last_applied: file.meta.last_log_id,
-                    membership: file.meta.last_membership,
-                }
+                ShardState { kv, last_applied: file.meta.last_log_id, membership: file.meta.last_membership }
             }
         };
-        Ok(StateMachineStore {
-            shard,
-            state: Arc::new(RwLock::new(state)),
-        })
+        Ok(StateMachineStore { shard, state: Arc::new(RwLock::new(state)) })
     }
 
     /// The shared state, for readers. Take the read lock briefly; never hold it
@@ -137,14 +118,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .as_ref()
             .map_err(|reason| StorageIOError::read_state_machine(AnyError::error(reason)))?;
         let data = encode_kv(&state.kv).map_err(|e| {
-            StorageIOError::read_state_machine(AnyError::error(format!(
-                "encoding the state machine: {e}"
-            )))
+            StorageIOError::read_state_machine(AnyError::error(format!("encoding the state machine: {e}")))
         })?;
-        let seq = self
-            .shard
-            .next_seq()
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let seq = self.shard.next_seq().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match &state.last_applied {
             Some(id) => format!("{id}-{seq}"),
             None => format!("none-{seq}"),
@@ -159,10 +135,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .persist_snapshot(meta.clone(), data, seq, Replace::IfNotOlder)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -204,10 +177,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok(state) => Ok(state.clone()),
             Err(_) => Err("shard state lock is poisoned: an earlier apply panicked".to_string()),
         };
-        SnapshotBuilder {
-            shard: self.shard.clone(),
-            state,
-        }
+        SnapshotBuilder { shard: self.shard.clone(), state }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -226,33 +196,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::error(format!("received snapshot data does not decode: {e}")),
             )
         })?;
-        let seq = self
-            .shard
-            .next_seq()
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let seq =
+            self.shard.next_seq().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.shard
             .persist_snapshot(meta.clone(), data, seq, Replace::Always)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
-        *state = ShardState {
-            kv,
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
+        *state = ShardState { kv, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let current = self
-            .shard
-            .current_snapshot()
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(current.map(|file| Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(file.data)),
-        }))
+        let current =
+            self.shard.current_snapshot().await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|file| Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
     }
 }
 
@@ -270,10 +228,7 @@ mod tests {
     }
 
     fn blank(index: u64) -> Entry {
-        Entry {
-            log_id: log_id(1, index),
-            payload: EntryPayload::Blank,
-        }
+        Entry { log_id: log_id(1, index), payload: EntryPayload::Blank }
     }
 
     fn membership(index: u64, voters: &[u64]) -> Entry {
@@ -289,10 +244,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (_log, mut sm) = storage.open_shard(1).unwrap();
-        let responses = sm
-            .apply([blank(1), membership(2, &[1, 2]), blank(3)])
-            .await
-            .unwrap();
+        let responses = sm.apply([blank(1), membership(2, &[1, 2]), blank(3)]).await.unwrap();
         assert_eq!(responses, vec![Response::default(); 3]);
         let (last_applied, stored) = sm.applied_state().await.unwrap();
         assert_eq!(last_applied, Some(log_id(1, 3)));
@@ -328,16 +280,8 @@ mod tests {
         let mut slow = follower.get_snapshot_builder().await;
 
         // ... while a newer snapshot (index 5) from the leader is installed.
-        leader
-            .apply([blank(1), membership(2, &[1]), blank(3), blank(4), blank(5)])
-            .await
-            .unwrap();
-        let newer = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        leader.apply([blank(1), membership(2, &[1]), blank(3), blank(4), blank(5)]).await.unwrap();
+        let newer = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let mut data = follower.begin_receiving_snapshot().await.unwrap();
         *data = *newer.snapshot;
         follower.install_snapshot(&newer.meta, data).await.unwrap();
@@ -345,14 +289,8 @@ mod tests {
         let stale = slow.build_snapshot().await.unwrap();
         assert_eq!(stale.meta.last_log_id, Some(log_id(1, 1)));
         let current = follower.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(
-            current.meta, newer.meta,
-            "the stale build replaced the installed snapshot"
-        );
-        assert_eq!(
-            follower.applied_state().await.unwrap().0,
-            Some(log_id(1, 5))
-        );
+        assert_eq!(current.meta, newer.meta, "the stale build replaced the installed snapshot");
+        assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(1, 5)));
     }
 
     #[tokio::test]
@@ -361,10 +299,7 @@ mod tests {
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (_log, mut sm) = storage.open_shard(1).unwrap();
         sm.apply([blank(1)]).await.unwrap();
-        let meta = SnapshotMeta {
-            last_log_id: Some(log_id(1, 9)),
-            ..Default::default()
-        };
+        let meta = SnapshotMeta { last_log_id: Some(log_id(1, 9)), ..Default::default() };
         let garbage = Box::new(Cursor::new(vec![0xFF; 16]));
         assert!(sm.install_snapshot(&meta, garbage).await.is_err());
         assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1)));

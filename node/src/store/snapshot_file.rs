@@ -89,10 +89,8 @@ pub(crate) fn write(
     meta: &SnapshotMeta,
     data: &[u8],
 ) -> Result<Written, StoreError> {
-    let meta_bytes = postcard::to_allocvec(meta).map_err(|source| StoreError::Encode {
-        what: "snapshot metadata",
-        source,
-    })?;
+    let meta_bytes = postcard::to_allocvec(meta)
+        .map_err(|source| StoreError::Encode { what: "snapshot metadata", source })?;
     let meta_len = u32::try_from(meta_bytes.len()).map_err(|_| {
         StoreError::io(
             "encoding snapshot metadata",
@@ -114,10 +112,7 @@ pub(crate) fn write(
     };
     fs::rename(&tmp, &path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        StoreError::io(
-            format!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
+        StoreError::io(format!("renaming {} to {}", tmp.display(), path.display()), e)
     })?;
     sync_dir(dir)?;
     Ok(Written { path, crc32, len })
@@ -126,23 +121,13 @@ pub(crate) fn write(
 fn write_tmp(tmp: &Path, meta_len: u32, meta: &[u8], data: &[u8]) -> io::Result<(u32, u64)> {
     // Names are unique per build (sled's id generator survives crashes), so an
     // existing temp file can only be a leftover of a crashed write: overwrite it.
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
+    let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
     let data_len = data.len() as u64;
-    let parts: [&[u8]; 6] = [
-        &MAGIC,
-        &FORMAT_VERSION.to_le_bytes(),
-        &meta_len.to_le_bytes(),
-        meta,
-        &data_len.to_le_bytes(),
-        data,
-    ];
+    let parts: [&[u8]; 6] =
+        [&MAGIC, &FORMAT_VERSION.to_le_bytes(), &meta_len.to_le_bytes(), meta, &data_len.to_le_bytes(), data];
     for part in parts {
         crc.update(part);
         out.write_all(part)?;
@@ -172,9 +157,7 @@ pub(crate) fn read(path: &Path) -> Result<SnapshotFile, StoreError> {
 /// Opens `path` for [`read_from`]; a missing file is [`StoreError::SnapshotMissing`].
 pub(crate) fn open(path: &Path) -> Result<File, StoreError> {
     File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::SnapshotMissing {
-            path: path.to_path_buf(),
-        },
+        io::ErrorKind::NotFound => StoreError::SnapshotMissing { path: path.to_path_buf() },
         _ => StoreError::io(format!("opening snapshot file {}", path.display()), e),
     })
 }
@@ -209,16 +192,14 @@ fn decode(mut buf: Vec<u8>, path: &Path) -> Result<SnapshotFile, StoreError> {
     let computed_crc = crc32fast::hash(&buf[..len - CRC_LEN]);
     if stored_crc != computed_crc {
         return Err(corrupt(format!(
-            "crc32 mismatch: footer says {stored_crc:08x}, content hashes to {computed_crc:08x} \
+            "crc32 checksum mismatch: footer says {stored_crc:08x}, content hashes to {computed_crc:08x} \
              (file damaged or truncated)"
         )));
     }
     let meta_len = u32_at(&buf, 12) as usize;
     let meta_end = HEADER_LEN + meta_len;
     if meta_end + DATA_LEN_LEN + CRC_LEN > len {
-        return Err(corrupt(format!(
-            "metadata length {meta_len} runs past the end of the file"
-        )));
+        return Err(corrupt(format!("metadata length {meta_len} runs past the end of the file")));
     }
     let data_len = u64::from_le_bytes(buf[meta_end..meta_end + 8].try_into().expect("8 bytes"));
     let data_start = meta_end + DATA_LEN_LEN;
@@ -232,22 +213,13 @@ fn decode(mut buf: Vec<u8>, path: &Path) -> Result<SnapshotFile, StoreError> {
     let meta = match postcard::take_from_bytes::<SnapshotMeta>(&buf[HEADER_LEN..meta_end]) {
         Ok((meta, [])) => meta,
         Ok((_, rest)) => {
-            return Err(corrupt(format!(
-                "metadata has {} trailing bytes",
-                rest.len()
-            )));
+            return Err(corrupt(format!("metadata has {} trailing bytes", rest.len())));
         }
         Err(e) => return Err(corrupt(format!("metadata does not decode: {e}"))),
     };
     buf.truncate(data_end);
     buf.drain(..data_start);
-    Ok(SnapshotFile {
-        path: path.to_path_buf(),
-        meta,
-        data: buf,
-        crc32: stored_crc,
-        len: len as u64,
-    })
+    Ok(SnapshotFile { path: path.to_path_buf(), meta, data: buf, crc32: stored_crc, len: len as u64 })
 }
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {
@@ -264,13 +236,9 @@ mod tests {
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), 42);
         let membership = Membership::new(
             vec![[1u64, 2, 3].into_iter().collect()],
-            [
-                (1u64, BasicNode::new("a:1")),
-                (2, BasicNode::new("b:2")),
-                (3, BasicNode::new("c:3")),
-            ]
-            .into_iter()
-            .collect::<std::collections::BTreeMap<_, _>>(),
+            [(1u64, BasicNode::new("a:1")), (2, BasicNode::new("b:2")), (3, BasicNode::new("c:3"))]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
         );
         SnapshotMeta {
             last_log_id: Some(log_id),
@@ -304,11 +272,7 @@ mod tests {
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let (written, meta, data) = write_sample(dir.path());
-        assert_eq!(
-            written.path,
-            dir.path()
-                .join("snap-00000000000000000042-00000000000000000009")
-        );
+        assert_eq!(written.path, dir.path().join("snap-00000000000000000042-00000000000000000009"));
         let read = read(&written.path).expect("read");
         assert_eq!(read.meta, meta);
         assert_eq!(read.data, data);
@@ -316,10 +280,7 @@ mod tests {
         assert_eq!(read.len, written.len);
         assert_eq!(fs::metadata(&written.path).unwrap().len(), written.len);
         // Only the final file is left: the temp file was renamed.
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
     }
 
@@ -343,11 +304,7 @@ mod tests {
                 let mut bad = good.clone();
                 bad[at] ^= mask;
                 fs::write(&written.path, &bad).unwrap();
-                expect_corrupt(
-                    read(&written.path),
-                    &written.path,
-                    &format!("byte {at} ^ {mask:#x}"),
-                );
+                expect_corrupt(read(&written.path), &written.path, &format!("byte {at} ^ {mask:#x}"));
             }
         }
     }
@@ -359,11 +316,7 @@ mod tests {
         let good = fs::read(&written.path).unwrap();
         for keep in 0..good.len() {
             fs::write(&written.path, &good[..keep]).unwrap();
-            expect_corrupt(
-                read(&written.path),
-                &written.path,
-                &format!("truncated to {keep}"),
-            );
+            expect_corrupt(read(&written.path), &written.path, &format!("truncated to {keep}"));
         }
     }
 
@@ -380,9 +333,7 @@ mod tests {
     #[test]
     fn missing_file_is_reported_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir
-            .path()
-            .join("snap-00000000000000000001-00000000000000000001");
+        let path = dir.path().join("snap-00000000000000000001-00000000000000000001");
         match read(&path) {
             Err(e @ StoreError::SnapshotMissing { .. }) => {
                 assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");

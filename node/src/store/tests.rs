@@ -13,9 +13,7 @@ use std::path::PathBuf;
 
 use futures::future::join_all;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{
-    BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
-};
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
 
 use super::*;
 use crate::raft_types::{Entry, LogId, Vote};
@@ -25,17 +23,12 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 fn blank(term: u64, index: u64) -> Entry {
-    Entry {
-        log_id: log_id(term, index),
-        payload: EntryPayload::Blank,
-    }
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Blank }
 }
 
 fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
-    let nodes: BTreeMap<u64, BasicNode> = voters
-        .iter()
-        .map(|&id| (id, BasicNode::new(format!("127.0.0.1:{}", 7000 + id))))
-        .collect();
+    let nodes: BTreeMap<u64, BasicNode> =
+        voters.iter().map(|&id| (id, BasicNode::new(format!("127.0.0.1:{}", 7000 + id)))).collect();
     let config: BTreeSet<u64> = voters.iter().copied().collect();
     Entry {
         log_id: log_id(term, index),
@@ -44,13 +37,8 @@ fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
 }
 
 fn shard_snapshot_files(storage: &NodeStorage, shard: ShardId) -> Vec<PathBuf> {
-    let dir = storage
-        .snapshot_root()
-        .join(shard::snapshot_dir_name(shard));
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let dir = storage.snapshot_root().join(shard::snapshot_dir_name(shard));
+    let mut files: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
 }
@@ -58,10 +46,7 @@ fn shard_snapshot_files(storage: &NodeStorage, shard: ShardId) -> Vec<PathBuf> {
 #[test]
 fn open_outside_a_runtime_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        NodeStorage::open(dir.path()),
-        Err(StoreError::NoRuntime)
-    ));
+    assert!(matches!(NodeStorage::open(dir.path()), Err(StoreError::NoRuntime)));
 }
 
 #[tokio::test]
@@ -69,26 +54,17 @@ async fn concurrent_appends_share_flush_rounds() {
     const SHARDS: u32 = 64;
     let dir = tempfile::tempdir().unwrap();
     let storage = NodeStorage::open(dir.path()).unwrap();
-    let mut logs: Vec<LogStore> = (0..SHARDS)
-        .map(|s| storage.open_shard(s).unwrap().0)
-        .collect();
+    let mut logs: Vec<LogStore> = (0..SHARDS).map(|s| storage.open_shard(s).unwrap().0).collect();
 
     let before = storage.flush_stats();
-    let results = join_all(
-        logs.iter_mut()
-            .map(|log| log.blocking_append([blank(1, 1)])),
-    )
-    .await;
+    let results = join_all(logs.iter_mut().map(|log| log.blocking_append([blank(1, 1)]))).await;
     let after = storage.flush_stats();
 
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     let rounds = after.rounds - before.rounds;
     let waiters = after.waiters - before.waiters;
     assert_eq!(waiters, u64::from(SHARDS));
-    assert!(
-        rounds >= 1 && rounds < waiters,
-        "{rounds} rounds for {waiters} waiters: no group commit"
-    );
+    assert!(rounds >= 1 && rounds < waiters, "{rounds} rounds for {waiters} waiters: no group commit");
     assert_eq!(after.failed_rounds, 0);
 }
 
@@ -127,12 +103,7 @@ async fn restart_round_trips_vote_log_committed_purged_and_snapshot() {
 
         let responses = sm.apply(entries[..6].to_vec()).await.unwrap();
         assert_eq!(responses.len(), 6);
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(2, 6)));
         snapshot_meta = snapshot.meta;
         log.purge(log_id(2, 4)).await.unwrap();
@@ -144,10 +115,7 @@ async fn restart_round_trips_vote_log_committed_purged_and_snapshot() {
     }
 
     let storage = NodeStorage::open(dir.path()).unwrap();
-    assert_eq!(
-        storage.get_node_meta("node-id").unwrap().as_deref(),
-        Some(&b"2"[..])
-    );
+    assert_eq!(storage.get_node_meta("node-id").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(storage.get_node_meta("absent").unwrap(), None);
     assert_eq!(storage.stored_shards(), vec![7]);
     let (mut log, mut sm) = storage.open_shard(7).unwrap();
@@ -157,24 +125,15 @@ async fn restart_round_trips_vote_log_committed_purged_and_snapshot() {
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(2, 4)));
     assert_eq!(state.last_log_id, Some(log_id(2, 10)));
-    let indexes: Vec<u64> = log
-        .try_get_log_entries(..)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.log_id.index)
-        .collect();
+    let indexes: Vec<u64> =
+        log.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id.index).collect();
     assert_eq!(indexes, (5..=10).collect::<Vec<_>>());
 
     let (last_applied, membership) = sm.applied_state().await.unwrap();
     assert_eq!(last_applied, Some(log_id(2, 6)));
     assert_eq!(membership.log_id(), &Some(log_id(1, 2)));
     assert_eq!(membership, snapshot_meta.last_membership);
-    let current = sm
-        .get_current_snapshot()
-        .await
-        .unwrap()
-        .expect("snapshot after restart");
+    let current = sm.get_current_snapshot().await.unwrap().expect("snapshot after restart");
     assert_eq!(current.meta, snapshot_meta);
     let shared = sm.state();
     assert_eq!(shared.read().unwrap().last_applied, Some(log_id(2, 6)));
@@ -185,51 +144,26 @@ async fn a_shard_opens_once_and_drops_only_when_closed() {
     let dir = tempfile::tempdir().unwrap();
     let storage = NodeStorage::open(dir.path()).unwrap();
     let (mut log, mut sm) = storage.open_shard(3).unwrap();
-    assert!(matches!(
-        storage.open_shard(3),
-        Err(StoreError::ShardInUse { shard: 3 })
-    ));
-    assert!(matches!(
-        storage.drop_shard(3).await,
-        Err(StoreError::ShardInUse { shard: 3 })
-    ));
+    assert!(matches!(storage.open_shard(3), Err(StoreError::ShardInUse { shard: 3 })));
+    assert!(matches!(storage.drop_shard(3).await, Err(StoreError::ShardInUse { shard: 3 })));
 
-    log.blocking_append([blank(1, 1), membership(1, 2, &[1])])
-        .await
-        .unwrap();
-    sm.apply([blank(1, 1), membership(1, 2, &[1])])
-        .await
-        .unwrap();
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    log.blocking_append([blank(1, 1), membership(1, 2, &[1])]).await.unwrap();
+    sm.apply([blank(1, 1), membership(1, 2, &[1])]).await.unwrap();
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert_eq!(shard_snapshot_files(&storage, 3).len(), 1);
 
     // A log reader or a snapshot builder alone keeps the shard open.
     let reader = log.get_log_reader().await;
     let builder = sm.get_snapshot_builder().await;
     drop((log, sm));
-    assert!(matches!(
-        storage.open_shard(3),
-        Err(StoreError::ShardInUse { .. })
-    ));
+    assert!(matches!(storage.open_shard(3), Err(StoreError::ShardInUse { .. })));
     drop(reader);
-    assert!(matches!(
-        storage.drop_shard(3).await,
-        Err(StoreError::ShardInUse { .. })
-    ));
+    assert!(matches!(storage.drop_shard(3).await, Err(StoreError::ShardInUse { .. })));
     drop(builder);
 
     storage.drop_shard(3).await.unwrap();
     assert!(storage.stored_shards().is_empty());
-    assert!(
-        !storage
-            .snapshot_root()
-            .join(shard::snapshot_dir_name(3))
-            .exists()
-    );
+    assert!(!storage.snapshot_root().join(shard::snapshot_dir_name(3)).exists());
 
     // Reopening gives an empty shard.
     let (mut log, mut sm) = storage.open_shard(3).unwrap();
@@ -244,14 +178,8 @@ async fn a_shard_opens_once_and_drops_only_when_closed() {
 async fn shard_with_snapshot(dir: &std::path::Path, shard: ShardId) -> PathBuf {
     let storage = NodeStorage::open(dir).unwrap();
     let (_log, mut sm) = storage.open_shard(shard).unwrap();
-    sm.apply([blank(1, 1), membership(1, 2, &[1, 2])])
-        .await
-        .unwrap();
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    sm.apply([blank(1, 1), membership(1, 2, &[1, 2])]).await.unwrap();
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let files = shard_snapshot_files(&storage, shard);
     assert_eq!(files.len(), 1);
     files[0].clone()
@@ -270,19 +198,13 @@ async fn a_damaged_snapshot_file_fails_the_open_by_name() {
     match storage.open_shard(1) {
         Err(e @ StoreError::SnapshotCorrupt { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(&*path.to_string_lossy()) && msg.contains("crc32"),
-                "{msg}"
-            );
+            assert!(msg.contains(&*path.to_string_lossy()) && msg.contains("crc32"), "{msg}");
         }
         Err(other) => panic!("expected SnapshotCorrupt, got {other}"),
         Ok(_) => panic!("expected SnapshotCorrupt, the shard opened"),
     }
     // The failed open released the shard: a retry fails the same way, not with ShardInUse.
-    assert!(matches!(
-        storage.open_shard(1),
-        Err(StoreError::SnapshotCorrupt { .. })
-    ));
+    assert!(matches!(storage.open_shard(1), Err(StoreError::SnapshotCorrupt { .. })));
     // The damaged file is kept for the operator.
     assert!(path.exists());
 }
@@ -314,10 +236,7 @@ async fn a_swapped_snapshot_file_fails_the_open() {
     match storage.open_shard(1) {
         Err(StoreError::SnapshotCorrupt { path, reason }) => {
             assert_eq!(path, one);
-            assert!(
-                reason.contains("not the snapshot sled recorded"),
-                "{reason}"
-            );
+            assert!(reason.contains("not the snapshot sled recorded"), "{reason}");
         }
         Err(other) => panic!("expected SnapshotCorrupt, got {other}"),
         Ok(_) => panic!("expected SnapshotCorrupt, the shard opened"),
@@ -329,16 +248,8 @@ async fn orphan_snapshot_files_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let current = shard_with_snapshot(dir.path(), 1).await;
     let parent = current.parent().unwrap().to_path_buf();
-    fs::write(
-        parent.join("snap-00000000000000000099-00000000000000000099"),
-        b"orphan",
-    )
-    .unwrap();
-    fs::write(
-        parent.join("snap-00000000000000000100-00000000000000000100.tmp"),
-        b"half",
-    )
-    .unwrap();
+    fs::write(parent.join("snap-00000000000000000099-00000000000000000099"), b"orphan").unwrap();
+    fs::write(parent.join("snap-00000000000000000100-00000000000000000100.tmp"), b"half").unwrap();
 
     let storage = NodeStorage::open(dir.path()).unwrap();
     let (_log, mut sm) = storage.open_shard(1).unwrap();
@@ -352,32 +263,14 @@ async fn a_new_snapshot_replaces_the_old_file() {
     let storage = NodeStorage::open(dir.path()).unwrap();
     let (_log, mut sm) = storage.open_shard(1).unwrap();
     sm.apply([blank(1, 1)]).await.unwrap();
-    let first = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let first = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     sm.apply([blank(1, 2)]).await.unwrap();
-    let second = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let second = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert_ne!(first.meta.snapshot_id, second.meta.snapshot_id);
     let files = shard_snapshot_files(&storage, 1);
     assert_eq!(files.len(), 1);
-    assert!(
-        files[0]
-            .to_string_lossy()
-            .contains("snap-00000000000000000002-"),
-        "{files:?}"
-    );
-    assert_eq!(
-        sm.get_current_snapshot().await.unwrap().unwrap().meta,
-        second.meta
-    );
+    assert!(files[0].to_string_lossy().contains("snap-00000000000000000002-"), "{files:?}");
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, second.meta);
 }
 
 #[tokio::test]
@@ -410,9 +303,6 @@ async fn node_meta_is_durable_and_removable() {
     }
     let storage = NodeStorage::open(dir.path()).unwrap();
     assert_eq!(storage.get_node_meta("a").unwrap(), None);
-    assert_eq!(
-        storage.get_node_meta("b").unwrap().as_deref(),
-        Some(&b"2"[..])
-    );
+    assert_eq!(storage.get_node_meta("b").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(storage.data_dir(), dir.path());
 }

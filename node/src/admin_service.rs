@@ -1,0 +1,189 @@
+//! The `Admin` gRPC service of a node: cluster creation and status for operators,
+//! plus the node-to-node steps cluster creation is made of (create a replica,
+//! initialize a shard's group, install the cluster map on the meta shard).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InitializeError, RaftError};
+use ringkv_core::{ClusterMap, META_SHARD, NodeId};
+use ringkv_proto::v1::admin_server::Admin;
+use ringkv_proto::v1::{
+    ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
+    InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse, NodeAddress,
+    NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest, PutClusterMapResponse, ShardStatus,
+};
+use tonic::{Request, Response, Status};
+
+use crate::bootstrap::{self, admin_client};
+use crate::codec;
+use crate::command::{Op, OpResult};
+use crate::error::Error;
+use crate::node::Node;
+use crate::shard::Shard;
+
+/// How long `ClusterStatus` waits for each node's view of who leads what.
+const STATUS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The Admin gRPC service of a node.
+pub struct AdminService {
+    node: Arc<Node>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>) -> Self {
+        AdminService { node }
+    }
+
+    fn check_target(&self, target: NodeId) -> Result<(), Error> {
+        if target != self.node.id() {
+            return Err(Error::FailedPrecondition(format!(
+                "request meant for node {target} reached node {} at {}",
+                self.node.id(),
+                self.node.addr()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The meta shard's replica here, if this node leads it.
+    fn meta_leader(&self) -> Result<Arc<Shard>, Error> {
+        let meta = self.node.shard(META_SHARD).ok_or(Error::WrongShard { shard: META_SHARD, epoch: 0 })?;
+        if !meta.is_leader() {
+            return Err(meta.not_leader());
+        }
+        Ok(meta)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init_cluster(
+        &self,
+        request: Request<InitClusterRequest>,
+    ) -> Result<Response<InitClusterResponse>, Status> {
+        Ok(Response::new(bootstrap::init_cluster(&self.node, request.into_inner()).await?))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let meta = self.meta_leader()?;
+        meta.reader.confirm().await?;
+        let map: ClusterMap = meta
+            .state
+            .read()
+            .expect("shard state lock poisoned")
+            .kv
+            .cluster_map()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable("the cluster map is not installed yet".into()))?;
+        // Who leads what: every node reports the shards it leads.
+        let probes = map.nodes.values().map(|info| async move {
+            let mut client = admin_client(&info.addr).ok()?;
+            let mut req = Request::new(NodeStatusRequest {});
+            req.set_timeout(STATUS_PROBE_TIMEOUT);
+            let status = client.node_status(req).await.ok()?.into_inner();
+            (status.id == info.id).then_some(status)
+        });
+        let mut leaders = BTreeMap::new();
+        for status in futures::future::join_all(probes).await.into_iter().flatten() {
+            for shard in status.leading {
+                leaders.insert(shard, status.id);
+            }
+        }
+        let response = ClusterStatusResponse {
+            cluster_id: map.cluster_id.clone(),
+            epoch: map.epoch,
+            shards: map.shard_count,
+            replicas: map.replication_factor,
+            nodes: map.nodes.values().map(|n| NodeAddress { id: n.id, addr: n.addr.clone() }).collect(),
+            shard_status: map
+                .shards
+                .iter()
+                .map(|(&shard, replicas)| ShardStatus {
+                    shard,
+                    replicas: replicas.clone(),
+                    leader_id: leaders.get(&shard).copied().unwrap_or(0),
+                })
+                .collect(),
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        let shards = self.node.shards();
+        Ok(Response::new(NodeStatusResponse {
+            id: self.node.id(),
+            addr: self.node.addr().to_string(),
+            cluster_id: self.node.cluster().map(|c| c.cluster_id).unwrap_or_default(),
+            replicas: shards.iter().map(|s| s.id).collect(),
+            leading: shards.iter().filter(|s| s.is_leader()).map(|s| s.id).collect(),
+        }))
+    }
+
+    async fn create_replica(
+        &self,
+        request: Request<CreateReplicaRequest>,
+    ) -> Result<Response<CreateReplicaResponse>, Status> {
+        let req = request.into_inner();
+        self.check_target(req.target_node)?;
+        self.node.create_replica(&req.cluster_id, req.shard_count, req.shard).await?;
+        Ok(Response::new(CreateReplicaResponse {}))
+    }
+
+    async fn initialize_shard(
+        &self,
+        request: Request<InitializeShardRequest>,
+    ) -> Result<Response<InitializeShardResponse>, Status> {
+        let req = request.into_inner();
+        self.check_target(req.target_node)?;
+        let shard = self.node.shard(req.shard).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "node {} hosts no replica of shard {}",
+                self.node.id(),
+                req.shard
+            ))
+        })?;
+        if req.members.is_empty() || req.members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
+            return Err(Error::InvalidArgument(
+                "members must be non-empty, with ids > 0 and addresses".into(),
+            )
+            .into());
+        }
+        let members: BTreeMap<NodeId, BasicNode> =
+            req.members.into_iter().map(|m| (m.id, BasicNode { addr: m.addr })).collect();
+        match shard.raft.initialize(members).await {
+            Ok(()) => Ok(Response::new(InitializeShardResponse {})),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                Err(Error::AlreadyExists(format!("shard {} is already initialized: {e}", req.shard)).into())
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(Error::InvalidArgument(format!("shard {}: {e}", req.shard)).into())
+            }
+            Err(RaftError::Fatal(e)) => Err(Error::Unavailable(format!("shard {}: {e}", req.shard)).into()),
+        }
+    }
+
+    async fn put_cluster_map(
+        &self,
+        request: Request<PutClusterMapRequest>,
+    ) -> Result<Response<PutClusterMapResponse>, Status> {
+        let req = request.into_inner();
+        let map: ClusterMap = codec::decode(&req.map)
+            .map_err(|e| Error::InvalidArgument(format!("undecodable cluster map: {e}")))?;
+        let meta = self.meta_leader()?;
+        match meta.proposer.propose(Op::SetClusterMap { expected_epoch: req.expected_epoch, map }).await? {
+            OpResult::SetClusterMap { succeeded, epoch } => {
+                Ok(Response::new(PutClusterMapResponse { succeeded, epoch }))
+            }
+            other => Err(Error::Internal(format!("unexpected result {other:?}")).into()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The `ringkv-node` command line: flags → [`NodeConfig`], logging setup, and the
+//! process lifecycle (bind, serve, stop on SIGINT/SIGTERM).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::NodeConfig;
+
+/// A ringkv node: hosts replicas of many shards, each a Raft group persisted to
+/// sled. Starts empty; `ringkv cluster init` gives it its first replicas.
+#[derive(Debug, Parser)]
+#[command(name = "ringkv-node", version)]
+pub struct NodeArgs {
+    /// This node's id: unique in the cluster, never reused, greater than 0.
+    #[arg(long)]
+    pub id: u64,
+    /// Address to listen on for clients and peers (host:port; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub listen: String,
+    /// Address peers and clients dial; defaults to the bound listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Directory for the Raft logs, votes and snapshots (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Leader heartbeat in milliseconds (also the AppendEntries timeout).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub election_timeout_min_ms: u64,
+    /// Maximum election timeout in milliseconds.
+    #[arg(long, default_value_t = 800)]
+    pub election_timeout_max_ms: u64,
+    /// Snapshot each shard and purge its log every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, default_value_t = 1_000)]
+    pub log_kept_after_snapshot: u64,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Print the bound address as `listening on ADDR` to stdout once serving
+    /// (for scripts and tests that listen on port 0).
+    #[arg(long)]
+    pub print_addr: bool,
+    /// Shut down when standard input reaches end-of-file: lets a supervising
+    /// process (`ringkv dev`, the test harness) guarantee that its nodes never
+    /// outlive it.
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_eof: bool,
+}
+
+/// Runs the node process to completion.
+pub fn run(args: NodeArgs) -> ExitCode {
+    init_logging(args.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(args));
+    // Do not wait on a blocking stdin read (or any other stuck blocking task).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: NodeArgs) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let mut config = NodeConfig::new(args.id, advertise, args.data_dir.clone());
+    config.heartbeat_ms = args.heartbeat_ms;
+    config.election_timeout_min_ms = args.election_timeout_min_ms;
+    config.election_timeout_max_ms = args.election_timeout_max_ms;
+    config.snapshot_every_entries = args.snapshot_every_entries;
+    config.log_kept_after_snapshot = args.log_kept_after_snapshot;
+    config.max_value_bytes = args.max_value_bytes;
+    if args.print_addr {
+        println!("listening on {bound}");
+    }
+    let stop_on_eof = args.stop_on_stdin_eof;
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stdin_closed(), if stop_on_eof => {}
+        }
+    };
+    crate::server::serve(listener, config, shutdown).await.map_err(|e| e.to_string())
+}
+
+/// Resolves when standard input is closed (or unreadable).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,79 @@
+//! A node's configuration: identity, addresses, storage, and the Raft and request
+//! tunables. Parsed by the binary, passed to [`crate::server::serve`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_core::NodeId;
+use ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster and never reused (> 0).
+    pub id: NodeId,
+    /// The address peers and clients dial (host:port). Defaults to the listen
+    /// address; differs behind NAT or when listening on 0.0.0.0.
+    pub advertise_addr: String,
+    /// Holds `sled/` (Raft logs, votes, node metadata) and `snapshots/`.
+    pub data_dir: PathBuf,
+    /// Leader heartbeat; also openraft's AppendEntries timeout, so it must exceed a
+    /// follower's p99 append + fsync + round trip.
+    pub heartbeat_ms: u64,
+    /// A follower campaigns after a random timeout in [min, max).
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Snapshot a shard and purge its log every this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot so briefly lagging followers catch up
+    /// without a snapshot transfer.
+    pub log_kept_after_snapshot: u64,
+    /// Largest value accepted by Put.
+    pub max_value_bytes: usize,
+    /// How often the leader looks for expired keys to delete through Raft; the
+    /// bound on how late memory is reclaimed (reads hide expired keys at once).
+    pub expiry_interval_ms: u64,
+    /// Most client operations folded into one Raft log entry.
+    pub max_batch_ops: usize,
+}
+
+impl NodeConfig {
+    /// Defaults from DESIGN §4: a killed leader is replaced in about a second.
+    pub fn new(id: NodeId, advertise_addr: String, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            id,
+            advertise_addr,
+            data_dir,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+            log_kept_after_snapshot: 1_000,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            expiry_interval_ms: 250,
+            max_batch_ops: 1024,
+        }
+    }
+
+    /// The openraft configuration every shard on this node uses.
+    /// Fails with the reason when the timing flags contradict each other.
+    pub fn raft_config(&self, shard: u32) -> Result<Arc<openraft::Config>, String> {
+        let config = openraft::Config {
+            cluster_name: format!("shard-{shard}"),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
+            replication_lag_threshold: self.snapshot_every_entries.max(5000),
+            max_payload_entries: 1000,
+            ..Default::default()
+        };
+        Ok(Arc::new(config.validate().map_err(|e| e.to_string())?))
+    }
+
+    pub fn expiry_interval(&self) -> Duration {
+        Duration::from_millis(self.expiry_interval_ms)
+    }
+}

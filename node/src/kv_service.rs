@@ -1,0 +1,153 @@
+//! The public `KV` service as a node serves it: for the shards this node leads
+//! (writes, linearizable reads) or hosts (stale reads).
+//!
+//! Each handler validates its input first (nothing invalid is ever proposed), finds
+//! the key's shard, and then either proposes through the shard's proposer or reads
+//! memory after the read batcher confirmed leadership. Relative TTLs become
+//! absolute deadlines here, on the leader, before they enter the log.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringkv_core::limits::{check_key, check_ttl, check_value};
+use ringkv_proto::v1::kv_server::Kv;
+use ringkv_proto::v1::{
+    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse,
+    PutRequest, PutResponse, TouchRequest, TouchResponse, put_request,
+};
+use tonic::{Request, Response, Status};
+
+use crate::command::{Condition, IncrementError, Op, OpResult, UnixMs};
+use crate::error::Error;
+use crate::node::Node;
+use crate::shard::Shard;
+use crate::time::unix_now_ms;
+
+/// The KV gRPC service of a node.
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    pub fn new(node: Arc<Node>) -> Self {
+        KvService { node }
+    }
+
+    /// The led replica of `key`'s shard, or the error that redirects the caller.
+    fn leader_shard(&self, key: &[u8]) -> Result<Arc<Shard>, Error> {
+        check_key(key)?;
+        let shard = self.node.shard_for_key(key)?;
+        if !shard.is_leader() {
+            return Err(shard.not_leader());
+        }
+        Ok(shard)
+    }
+}
+
+/// `now + ttl_ms`, or no deadline for 0.
+fn deadline(ttl_ms: u64) -> Option<UnixMs> {
+    (ttl_ms > 0).then(|| unix_now_ms().saturating_add(ttl_ms))
+}
+
+/// Milliseconds left before `expires_at_ms` (at least 1 while live), 0 = no TTL.
+fn remaining_ms(expires_at_ms: Option<UnixMs>, now_ms: UnixMs) -> u64 {
+    expires_at_ms.map(|at| at.saturating_sub(now_ms).max(1)).unwrap_or(0)
+}
+
+fn unexpected(result: OpResult) -> Status {
+    Error::Internal(format!("state machine answered with the wrong result kind: {result:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.key).map_err(Error::from)?;
+        let consistency = Consistency::try_from(req.consistency)
+            .map_err(|_| Error::InvalidArgument(format!("unknown consistency {}", req.consistency)))?;
+        let shard = self.node.shard_for_key(&req.key)?;
+        if consistency == Consistency::Linearizable {
+            if !shard.is_leader() {
+                return Err(shard.not_leader().into());
+            }
+            shard.reader.confirm().await?;
+        }
+        let now = unix_now_ms();
+        let state = shard.state.read().expect("shard state lock poisoned");
+        let response = match state.kv.get(&req.key, now) {
+            Some(record) => GetResponse {
+                found: true,
+                value: record.value.clone(),
+                version: record.version,
+                ttl_ms: remaining_ms(record.expires_at_ms, now),
+            },
+            None => GetResponse::default(),
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        check_value(&req.value, self.node.config.max_value_bytes).map_err(Error::from)?;
+        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+        let condition = match req.condition {
+            None | Some(put_request::Condition::IfAbsent(false)) => Condition::None,
+            Some(put_request::Condition::IfAbsent(true)) => Condition::IfAbsent,
+            Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
+        };
+        let shard = self.leader_shard(&req.key)?;
+        let op = Op::Put { key: req.key, value: req.value, expires_at_ms: deadline(ttl_ms), condition };
+        match shard.proposer.propose(op).await? {
+            OpResult::Put { succeeded, version } => Ok(Response::new(PutResponse { succeeded, version })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let shard = self.leader_shard(&req.key)?;
+        match shard.proposer.propose(Op::Delete { key: req.key, if_version: req.if_version }).await? {
+            OpResult::Delete { deleted, version } => Ok(Response::new(DeleteResponse { deleted, version })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
+        let req = request.into_inner();
+        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+        let shard = self.leader_shard(&req.key)?;
+        match shard.proposer.propose(Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) }).await? {
+            OpResult::Touch { found, expires_at_ms } => {
+                Ok(Response::new(TouchResponse { found, ttl_ms: remaining_ms(expires_at_ms, unix_now_ms()) }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn increment(
+        &self,
+        request: Request<IncrementRequest>,
+    ) -> Result<Response<IncrementResponse>, Status> {
+        let req = request.into_inner();
+        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+        let shard = self.leader_shard(&req.key)?;
+        let key: Bytes = req.key;
+        let op = Op::Increment { key: key.clone(), delta: req.delta, expires_at_ms: deadline(ttl_ms) };
+        match shard.proposer.propose(op).await? {
+            OpResult::Increment(Ok(ok)) => {
+                Ok(Response::new(IncrementResponse { value: ok.value, version: ok.version }))
+            }
+            OpResult::Increment(Err(IncrementError::NotAnInteger)) => Err(Error::FailedPrecondition(
+                format!("the value at {:?} is not a decimal 64-bit integer", String::from_utf8_lossy(&key)),
+            )
+            .into()),
+            OpResult::Increment(Err(IncrementError::Overflow)) => Err(Error::FailedPrecondition(format!(
+                "incrementing {:?} by {} would overflow a 64-bit integer",
+                String::from_utf8_lossy(&key),
+                req.delta
+            ))
+            .into()),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The multi-Raft host: one node process, one sled database, many shard replicas.
+//!
+//! Owns the set of hosted replicas and the node's durable identity: which cluster
+//! it belongs to (`cluster` in the node metadata) and which replicas it hosts
+//! (`replicas`). On start it reopens every hosted replica; a replica whose storage
+//! is damaged (a snapshot failing its checksum, say) stops the node with an error
+//! naming the file, rather than serving from a silently emptied state.
+//!
+//! Replicas are created only by an explicit admin call ([`Node::create_replica`]),
+//! never by the first Raft message for an unknown shard, so a stale message can
+//! never resurrect a removed replica.
+//!
+//! ## Caveats / not done yet
+//! - Removing a replica (rebalancing) is a later issue; no tombstones yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use ringkv_core::{NodeId, ShardId, placement};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::shard::Shard;
+use crate::store::NodeStorage;
+use crate::transport::PeerPool;
+
+const META_CLUSTER: &str = "cluster";
+const META_REPLICAS: &str = "replicas";
+
+/// The cluster this node joined, persisted when its first replica is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub shard_count: u32,
+}
+
+/// A running node.
+pub struct Node {
+    pub config: NodeConfig,
+    storage: NodeStorage,
+    pool: Arc<PeerPool>,
+    shards: RwLock<BTreeMap<ShardId, Arc<Shard>>>,
+    cluster: RwLock<Option<ClusterInfo>>,
+    /// Serializes replica creation, so two concurrent creates cannot both start a
+    /// group or race on the persisted replica set.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// Opens the data directory and restarts every hosted replica.
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>, Error> {
+        if config.id == 0 {
+            return Err(Error::InvalidArgument("node id must be greater than 0".into()));
+        }
+        let storage = NodeStorage::open(&config.data_dir).map_err(|e| {
+            Error::Internal(format!("cannot open data dir {}: {e}", config.data_dir.display()))
+        })?;
+        let cluster: Option<ClusterInfo> = read_meta(&storage, META_CLUSTER)?;
+        let hosted: BTreeSet<ShardId> = read_meta(&storage, META_REPLICAS)?.unwrap_or_default();
+        let pool = Arc::new(PeerPool::new(config.id));
+        let mut shards = BTreeMap::new();
+        for id in hosted {
+            let shard = Shard::open(id, &config, &storage, pool.clone()).await?;
+            shards.insert(id, Arc::new(shard));
+        }
+        tracing::info!(node = config.id, replicas = shards.len(), "node opened");
+        Ok(Arc::new(Node {
+            config,
+            storage,
+            pool,
+            shards: RwLock::new(shards),
+            cluster: RwLock::new(cluster),
+            create_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.config.advertise_addr
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<ClusterInfo> {
+        self.cluster.read().expect("cluster lock poisoned").clone()
+    }
+
+    /// The hosted replica of `shard`.
+    pub fn shard(&self, shard: ShardId) -> Option<Arc<Shard>> {
+        self.shards.read().expect("shards lock poisoned").get(&shard).cloned()
+    }
+
+    /// Every hosted replica.
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards.read().expect("shards lock poisoned").values().cloned().collect()
+    }
+
+    /// The replica that owns `key`: `WrongShard` when this node hosts none of it,
+    /// `Unavailable` before the node joined a cluster.
+    pub fn shard_for_key(&self, key: &[u8]) -> Result<Arc<Shard>, Error> {
+        let cluster = self.cluster().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "node {} is not part of a cluster yet (run `ringkv cluster init`)",
+                self.id()
+            ))
+        })?;
+        let id = placement::shard_for_key(key, cluster.shard_count);
+        self.shard(id).ok_or(Error::WrongShard { shard: id, epoch: 0 })
+    }
+
+    /// Creates an empty replica of `shard` (idempotent). The first call binds the
+    /// node to `cluster_id`; a different cluster id is refused.
+    pub async fn create_replica(
+        &self,
+        cluster_id: &str,
+        shard_count: u32,
+        shard: ShardId,
+    ) -> Result<(), Error> {
+        if cluster_id.is_empty() || shard_count == 0 || shard > shard_count {
+            return Err(Error::InvalidArgument(format!(
+                "bad replica spec: cluster id {cluster_id:?}, shard {shard} of {shard_count}"
+            )));
+        }
+        let _guard = self.create_lock.lock().await;
+        let wanted = ClusterInfo { cluster_id: cluster_id.to_string(), shard_count };
+        match self.cluster() {
+            Some(current) if current != wanted => {
+                return Err(Error::AlreadyExists(format!(
+                    "node {} already belongs to cluster {} ({} shards)",
+                    self.id(),
+                    current.cluster_id,
+                    current.shard_count
+                )));
+            }
+            Some(_) => {}
+            None => {
+                write_meta(&self.storage, META_CLUSTER, &wanted).await?;
+                *self.cluster.write().expect("cluster lock poisoned") = Some(wanted);
+            }
+        }
+        if self.shard(shard).is_some() {
+            return Ok(());
+        }
+        let opened = Shard::open(shard, &self.config, &self.storage, self.pool.clone()).await?;
+        let mut hosted: BTreeSet<ShardId> =
+            self.shards.read().expect("shards lock poisoned").keys().copied().collect();
+        hosted.insert(shard);
+        write_meta(&self.storage, META_REPLICAS, &hosted).await?;
+        self.shards.write().expect("shards lock poisoned").insert(shard, Arc::new(opened));
+        tracing::info!(node = self.id(), shard, "replica created");
+        Ok(())
+    }
+
+    /// Stops every Raft group. Storage is released when the last handle drops.
+    pub async fn shutdown(&self) {
+        let shards: Vec<Arc<Shard>> =
+            std::mem::take(&mut *self.shards.write().expect("shards lock poisoned")).into_values().collect();
+        for shard in shards {
+            if let Err(e) = shard.raft.shutdown().await {
+                tracing::warn!(shard = shard.id, "raft shutdown: {e}");
+            }
+        }
+    }
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(storage: &NodeStorage, key: &str) -> Result<Option<T>, Error> {
+    let Some(bytes) =
+        storage.get_node_meta(key).map_err(|e| Error::Internal(format!("node metadata {key}: {e}")))?
+    else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("node metadata {key} is corrupt: {e}")))
+}
+
+/// Writes node metadata durably (it is flushed before this returns).
+async fn write_meta<T: Serialize>(storage: &NodeStorage, key: &str, value: &T) -> Result<(), Error> {
+    let bytes = codec::encode(value).map_err(|e| Error::Internal(format!("encode {key}: {e}")))?;
+    storage.put_node_meta(key, &bytes).await.map_err(|e| Error::Internal(format!("node metadata {key}: {e}")))
+}

@@ -1,0 +1,53 @@
+//! Serving a node: open its storage, restart its replicas, and serve the KV, Admin
+//! and Raft gRPC services on one listener until `shutdown` resolves.
+//!
+//! Takes its listener and shutdown future as parameters, so tests start many
+//! nodes on port 0 in one process.
+
+use std::future::Future;
+
+use ringkv_proto::v1::admin_server::AdminServer;
+use ringkv_proto::v1::kv_server::KvServer;
+use ringkv_proto::v1::raft_server::RaftServer;
+use tokio::net::TcpListener;
+
+use crate::admin_service::AdminService;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::kv_service::KvService;
+use crate::node::Node;
+use crate::raft_service::RaftService;
+use crate::transport::MAX_RAFT_MESSAGE_BYTES;
+
+/// Runs a node on `listener` until `shutdown` resolves, then stops every Raft
+/// group. Fails at start when the data directory cannot be opened or a hosted
+/// replica's storage is damaged.
+pub async fn serve(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let local = listener.local_addr().map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    // A request carries at most one value plus a key; leave headroom for framing.
+    let max_kv_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
+    let node = Node::open(config).await?;
+    tracing::info!(node = node.id(), %local, advertise = node.addr(), "serving");
+    let expiry = tokio::spawn(crate::expiry::run(node.clone()));
+
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_kv_message))
+        .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(
+            RaftServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await;
+
+    expiry.abort();
+    node.shutdown().await;
+    tracing::info!(node = node.id(), "stopped");
+    served.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
+}

@@ -1,0 +1,10 @@
+//! `ringkv-node` under another name, built inside the tests package so the
+//! integration tests can locate it (see Cargo.toml).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    ringkv_node::cli::run(ringkv_node::cli::NodeArgs::parse())
+}

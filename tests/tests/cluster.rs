@@ -1,0 +1,236 @@
+//! A real cluster of `ringkv-node` processes over gRPC on loopback: replication,
+//! failover, restart and recovery, damaged snapshots, and bad input.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv_core::placement::shard_for_key;
+use ringkv_proto::v1::{GetRequest, PutRequest};
+use ringkv_tests::{Cluster, KvReply, KvRequest, send};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One key per shard `1..=shards`.
+fn key_per_shard(shards: u32) -> BTreeMap<u32, Bytes> {
+    let mut keys = BTreeMap::new();
+    for i in 0.. {
+        let key = format!("key-{i}");
+        keys.entry(shard_for_key(key.as_bytes(), shards)).or_insert_with(|| Bytes::from(key));
+        if keys.len() == shards as usize {
+            break;
+        }
+    }
+    keys
+}
+
+fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> KvRequest {
+    KvRequest::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })
+}
+
+fn get(key: impl Into<Bytes>) -> KvRequest {
+    KvRequest::Get(GetRequest { key: key.into(), consistency: 0 })
+}
+
+fn stale_get(key: impl Into<Bytes>) -> KvRequest {
+    KvRequest::Get(GetRequest { key: key.into(), consistency: 1 })
+}
+
+/// Puts `key=value` through the cluster and returns the acknowledged version.
+async fn put_ok(cluster: &Cluster, key: &str, value: &str) -> u64 {
+    match cluster.call(put(key.to_string(), value.to_string()), TIMEOUT).await {
+        Ok(KvReply::Put(r)) if r.succeeded => r.version,
+        other => panic!("put {key} failed: {other:?}\n{}", cluster.logs()),
+    }
+}
+
+/// Reads `key` linearizably through the cluster.
+async fn get_value(cluster: &Cluster, key: &str) -> Option<(Bytes, u64)> {
+    match cluster.call(get(key.to_string()), TIMEOUT).await {
+        Ok(KvReply::Get(r)) => r.found.then_some((r.value, r.version)),
+        other => panic!("get {key} failed: {other:?}\n{}", cluster.logs()),
+    }
+}
+
+/// Waits until every key reads back, STALE, from the node at `addr` with the
+/// acknowledged value and version.
+async fn wait_replicated(addr: &str, acked: &BTreeMap<String, (String, u64)>) {
+    let deadline = Instant::now() + TIMEOUT;
+    for (key, (value, version)) in acked {
+        loop {
+            let reply = send(addr, stale_get(key.clone())).await;
+            if let Ok(KvReply::Get(r)) = &reply
+                && r.found
+                && r.value == value.as_bytes()
+                && r.version == *version
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{key} never replicated to {addr}: last reply {reply:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_every_shard_replicate_to_every_replica() {
+    let cluster = Cluster::start(3, &[]).await;
+    cluster.init(8, 3).await.expect("init");
+    cluster.wait_for_leaders(8, TIMEOUT).await;
+    let mut acked = BTreeMap::new();
+    for (shard, key) in key_per_shard(8) {
+        let key = String::from_utf8(key.to_vec()).expect("utf8");
+        let value = format!("value-of-shard-{shard}");
+        let version = put_ok(&cluster, &key, &value).await;
+        acked.insert(key, (value, version));
+    }
+    for node in &cluster.nodes {
+        wait_replicated(&node.addr, &acked).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_shard_leader_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(4, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(4, TIMEOUT).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..100 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        let version = put_ok(&cluster, &key, &value).await;
+        acked.insert(key, (value, version));
+    }
+
+    // Kill the leader of shard 1, then time until a write to shard 1 succeeds.
+    let victim = leaders[&1];
+    let shard1_key = key_per_shard(4)[&1].clone();
+    cluster.node(victim).kill();
+    let killed_at = Instant::now();
+    let key = String::from_utf8(shard1_key.to_vec()).expect("utf8");
+    let version = put_ok(&cluster, &key, "after-failover").await;
+    let failover = killed_at.elapsed();
+    println!("shard 1 accepted a write {failover:?} after its leader (node {victim}) was killed");
+    assert!(failover < TIMEOUT, "no new leader for shard 1");
+    acked.insert(key, ("after-failover".into(), version));
+
+    for (key, (value, version)) in &acked {
+        let got = get_value(&cluster, key).await;
+        assert_eq!(got, Some((Bytes::from(value.clone()), *version)), "{key} lost after failover");
+    }
+
+    // The killed node comes back and catches up.
+    cluster.node(victim).start().await;
+    let addr = cluster.node(victim).addr.clone();
+    wait_replicated(&addr, &acked).await;
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_recovers_all_data_after_snapshots_and_purges() {
+    let args = ["--snapshot-every-entries", "20", "--log-kept-after-snapshot", "5"];
+    let mut cluster = Cluster::start(3, &args).await;
+    cluster.init(4, 3).await.expect("init");
+    cluster.wait_for_leaders(4, TIMEOUT).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..300 {
+        let (key, value) = (format!("key-{i}"), format!("value-{i}"));
+        let version = put_ok(&cluster, &key, &value).await;
+        acked.insert(key, (value, version));
+    }
+    for node in &cluster.nodes {
+        wait_replicated(&node.addr, &acked).await;
+        let snapshots = files_under(&node.data_dir.join("snapshots"));
+        assert!(!snapshots.is_empty(), "node {} wrote no snapshot file", node.id);
+    }
+
+    // Crash every node at once, then bring them all back.
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    for node in &mut cluster.nodes {
+        node.start().await;
+    }
+    for (key, (value, version)) in &acked {
+        let got = get_value(&cluster, key).await;
+        assert_eq!(got, Some((Bytes::from(value.clone()), *version)), "{key} lost after crash");
+    }
+
+    // And once more with a graceful stop.
+    for node in &mut cluster.nodes {
+        node.stop().await;
+    }
+    for node in &mut cluster.nodes {
+        node.start().await;
+    }
+    for node in &cluster.nodes {
+        wait_replicated(&node.addr, &acked).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_file_is_detected_and_reported() {
+    let args = ["--snapshot-every-entries", "10", "--log-kept-after-snapshot", "2"];
+    let mut cluster = Cluster::start(1, &args).await;
+    cluster.init(1, 1).await.expect("init");
+    cluster.wait_for_leaders(1, TIMEOUT).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..50 {
+        let (key, value) = (format!("key-{i}"), format!("value-{i}"));
+        let version = put_ok(&cluster, &key, &value).await;
+        acked.insert(key, (value, version));
+    }
+    let node = cluster.node(1);
+    node.stop().await;
+    let snapshots = files_under(&node.data_dir.join("snapshots"));
+    let data_snapshot = snapshots
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("0000000001"))
+        .max()
+        .cloned()
+        .unwrap_or_else(|| panic!("no snapshot file of shard 1 in {snapshots:?}"));
+    let original = std::fs::read(&data_snapshot).expect("read snapshot");
+
+    // One flipped byte in the middle of the file.
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&data_snapshot, &damaged).expect("write damaged snapshot");
+    let (status, log) = node.start_expecting_failure().await;
+    assert!(!status.success());
+    assert!(
+        log.contains("checksum")
+            && log.contains(&*data_snapshot.file_name().expect("name").to_string_lossy()),
+        "the error must name the check and the file:\n{log}"
+    );
+
+    // A missing (wiped) snapshot file.
+    std::fs::remove_file(&data_snapshot).expect("remove snapshot");
+    let (status, log) = node.start_expecting_failure().await;
+    assert!(!status.success());
+    assert!(
+        log.contains(&*data_snapshot.file_name().expect("name").to_string_lossy()),
+        "the error must name the missing file:\n{log}"
+    );
+
+    // Restored, the node starts and every write is there.
+    std::fs::write(&data_snapshot, &original).expect("restore snapshot");
+    node.start().await;
+    cluster.wait_for_leaders(1, TIMEOUT).await;
+    for (key, (value, version)) in &acked {
+        assert_eq!(get_value(&cluster, key).await, Some((Bytes::from(value.clone()), *version)));
+    }
+}

@@ -1,0 +1,242 @@
+//! Request semantics against a real cluster: conditions, TTLs, counters, typed
+//! redirects, refusals of bad input (which must write nothing), and garbage Raft
+//! RPCs (which must not hurt the node).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv_core::limits::{MAX_KEY_BYTES, MAX_TTL_MS};
+use ringkv_core::placement::shard_for_key;
+use ringkv_proto::v1::raft_client::RaftClient;
+use ringkv_proto::v1::{
+    DeleteRequest, ErrorDetail, GetRequest, IncrementRequest, PutRequest, RaftRequest, SnapshotChunk,
+    TouchRequest, error_detail, put_request,
+};
+use ringkv_tests::{Cluster, KvReply, KvRequest, not_leader, send};
+use tonic::Code;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn single_node(args: &[&str]) -> Cluster {
+    let cluster = Cluster::start(1, args).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, TIMEOUT).await;
+    cluster
+}
+
+fn put_req(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value.to_string()),
+        ..Default::default()
+    }
+}
+
+async fn call(cluster: &Cluster, req: KvRequest) -> Result<KvReply, tonic::Status> {
+    cluster.call(req, TIMEOUT).await
+}
+
+async fn get(cluster: &Cluster, key: &[u8]) -> ringkv_proto::v1::GetResponse {
+    match call(cluster, KvRequest::Get(GetRequest { key: Bytes::copy_from_slice(key), consistency: 0 })).await
+    {
+        Ok(KvReply::Get(r)) => r,
+        other => panic!("get failed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_ttls_and_counters() {
+    let cluster = single_node(&[]).await;
+
+    // if_absent: first wins, second reports the current version.
+    let mut req = put_req("session", "a");
+    req.condition = Some(put_request::Condition::IfAbsent(true));
+    let Ok(KvReply::Put(first)) = call(&cluster, KvRequest::Put(req.clone())).await else { panic!() };
+    assert!(first.succeeded);
+    let Ok(KvReply::Put(second)) = call(&cluster, KvRequest::Put(req)).await else { panic!() };
+    assert_eq!((second.succeeded, second.version), (false, first.version));
+
+    // if_version: only the matching version writes.
+    let mut req = put_req("session", "b");
+    req.condition = Some(put_request::Condition::IfVersion(first.version + 1000));
+    let Ok(KvReply::Put(stale)) = call(&cluster, KvRequest::Put(req.clone())).await else { panic!() };
+    assert_eq!((stale.succeeded, stale.version), (false, first.version));
+    req.condition = Some(put_request::Condition::IfVersion(first.version));
+    let Ok(KvReply::Put(cas)) = call(&cluster, KvRequest::Put(req)).await else { panic!() };
+    assert!(cas.succeeded && cas.version > first.version);
+    let read = get(&cluster, b"session").await;
+    assert_eq!((read.found, &read.value[..], read.version), (true, &b"b"[..], cas.version));
+
+    // Delete at a wrong version changes nothing; at the right one it deletes.
+    let del =
+        |v| KvRequest::Delete(DeleteRequest { key: Bytes::from_static(b"session"), if_version: Some(v) });
+    let Ok(KvReply::Delete(d)) = call(&cluster, del(cas.version + 1)).await else { panic!() };
+    assert!(!d.deleted);
+    let Ok(KvReply::Delete(d)) = call(&cluster, del(cas.version)).await else { panic!() };
+    assert!(d.deleted);
+    assert!(!get(&cluster, b"session").await.found);
+
+    // Counters.
+    let incr = |key: &'static str, delta| {
+        KvRequest::Increment(IncrementRequest { key: Bytes::from_static(key.as_bytes()), delta, ttl_ms: 0 })
+    };
+    let Ok(KvReply::Increment(c)) = call(&cluster, incr("hits", 5)).await else { panic!() };
+    assert_eq!(c.value, 5);
+    let Ok(KvReply::Increment(c)) = call(&cluster, incr("hits", -7)).await else { panic!() };
+    assert_eq!(c.value, -2);
+    assert_eq!(&get(&cluster, b"hits").await.value[..], b"-2");
+    call(&cluster, KvRequest::Put(put_req("name", "not a number"))).await.expect("put");
+    let err = call(&cluster, incr("name", 1)).await.expect_err("non-integer");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    call(&cluster, KvRequest::Put(put_req("big", &i64::MAX.to_string()))).await.expect("put");
+    let err = call(&cluster, incr("big", 1)).await.expect_err("overflow");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(&get(&cluster, b"big").await.value[..], i64::MAX.to_string().as_bytes());
+
+    // TTL: visible with its remaining time, refreshed by touch, then gone.
+    let mut req = put_req("presence", "online");
+    req.ttl_ms = 60_000;
+    call(&cluster, KvRequest::Put(req)).await.expect("put");
+    let read = get(&cluster, b"presence").await;
+    assert!(read.found && read.ttl_ms > 0 && read.ttl_ms <= 60_000, "{read:?}");
+    let touch = |ttl_ms| KvRequest::Touch(TouchRequest { key: Bytes::from_static(b"presence"), ttl_ms });
+    let Ok(KvReply::Touch(t)) = call(&cluster, touch(300)).await else { panic!() };
+    assert!(t.found && t.ttl_ms <= 300);
+    let deadline = Instant::now() + TIMEOUT;
+    while get(&cluster, b"presence").await.found {
+        assert!(Instant::now() < deadline, "key with a 300 ms TTL still readable after {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Ok(KvReply::Touch(t)) = call(&cluster, touch(1000)).await else { panic!() };
+    assert!(!t.found, "an expired key cannot be touched back to life");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_are_refused_and_write_nothing() {
+    let cluster = single_node(&["--max-value-bytes", "1024"]).await;
+    let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+    let key = |k: &str| Bytes::from(k.to_string());
+    let cases: Vec<(&str, KvRequest)> = vec![
+        ("put empty key", KvRequest::Put(put_req("", "v"))),
+        ("put long key", KvRequest::Put(put_req(&long_key, "v"))),
+        ("put large value", KvRequest::Put(put_req("k1", &"v".repeat(1025)))),
+        ("put negative ttl", KvRequest::Put(PutRequest { ttl_ms: -1, ..put_req("k2", "v") })),
+        ("put absurd ttl", KvRequest::Put(PutRequest { ttl_ms: MAX_TTL_MS + 1, ..put_req("k3", "v") })),
+        ("get empty key", KvRequest::Get(GetRequest { key: key(""), consistency: 0 })),
+        ("get bad consistency", KvRequest::Get(GetRequest { key: key("k"), consistency: 7 })),
+        ("delete empty key", KvRequest::Delete(DeleteRequest { key: key(""), if_version: None })),
+        ("touch negative ttl", KvRequest::Touch(TouchRequest { key: key("k4"), ttl_ms: -5 })),
+        ("touch long key", KvRequest::Touch(TouchRequest { key: key(&long_key), ttl_ms: 5 })),
+        (
+            "incr negative ttl",
+            KvRequest::Increment(IncrementRequest { key: key("k5"), delta: 1, ttl_ms: -1 }),
+        ),
+        (
+            "incr absurd ttl",
+            KvRequest::Increment(IncrementRequest { key: key("k6"), delta: 1, ttl_ms: i64::MAX }),
+        ),
+        ("incr empty key", KvRequest::Increment(IncrementRequest { key: key(""), delta: 1, ttl_ms: 0 })),
+    ];
+    for (name, req) in cases {
+        let err = call(&cluster, req).await.expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(!err.message().is_empty(), "{name}: the refusal must say why");
+    }
+    for k in ["k1", "k2", "k3", "k4", "k5", "k6"] {
+        assert!(!get(&cluster, k.as_bytes()).await.found, "{k} was written by a refused request");
+    }
+    // The largest allowed value still goes through.
+    call(&cluster, KvRequest::Put(put_req("k1", &"v".repeat(1024)))).await.expect("1024-byte value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_and_nodes_without_the_shard_say_so() {
+    let cluster = Cluster::start(4, &[]).await;
+    cluster.init(4, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(4, TIMEOUT).await;
+
+    // A write sent to a follower names the leader.
+    let key = (0..).map(|i| format!("r{i}")).find(|k| shard_for_key(k.as_bytes(), 4) == 1).expect("key");
+    let leader = leaders[&1];
+    let mut follower = None;
+    for node in &cluster.nodes {
+        let status = node.status().await.expect("status");
+        if node.id != leader && status.replicas.contains(&1) {
+            follower = Some(node);
+        }
+    }
+    let follower = follower.expect("shard 1 has a follower");
+    let err = send(&follower.addr, KvRequest::Put(put_req(&key, "v"))).await.expect_err("follower write");
+    let nl = not_leader(&err).unwrap_or_else(|| panic!("no NotLeader detail: {err:?}"));
+    let leader_addr = &cluster.nodes.iter().find(|n| n.id == leader).expect("leader").addr;
+    assert_eq!((nl.shard, nl.leader_id, &nl.leader_addr), (1, leader, leader_addr));
+
+    // A node without the shard answers WrongShard.
+    let mut outsider = None;
+    for node in &cluster.nodes {
+        if !node.status().await.expect("status").replicas.contains(&1) {
+            outsider = Some(node);
+        }
+    }
+    let outsider = outsider.expect("4 nodes, 3 replicas: one node lacks shard 1");
+    let err = send(&outsider.addr, KvRequest::Put(put_req(&key, "v"))).await.expect_err("wrong shard");
+    use prost::Message;
+    let detail = ErrorDetail::decode(err.details()).expect("detail");
+    assert!(matches!(detail.kind, Some(error_detail::Kind::WrongShard(ref w)) if w.shard == 1), "{detail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_init_twice_is_refused() {
+    let cluster = single_node(&[]).await;
+    let err = cluster.init(2, 1).await.expect_err("second init");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("already belongs to cluster"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_raft_rpcs_are_rejected_without_harm() {
+    let cluster = single_node(&[]).await;
+    let node = &cluster.nodes[0];
+    let mut raft = RaftClient::new(node.channel());
+    let envelope = |shard, target, format, payload: &[u8]| RaftRequest {
+        shard,
+        from_node: 99,
+        target_node: target,
+        format,
+        payload: Bytes::copy_from_slice(payload),
+    };
+    let garbage = [0xffu8, 0x13, 0x37, 0x00, 0x42, 0x99, 0x01];
+
+    let err = raft.append_entries(envelope(1, 1, 1, &garbage)).await.expect_err("garbage append");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = raft.vote(envelope(1, 1, 1, &garbage)).await.expect_err("garbage vote");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = raft.append_entries(envelope(1, 1, 1, &[])).await.expect_err("empty append");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = raft.append_entries(envelope(1, 2, 1, &garbage)).await.expect_err("wrong target");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = raft.append_entries(envelope(1, 1, 77, &garbage)).await.expect_err("unknown format");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = raft.vote(envelope(999, 1, 1, &garbage)).await.expect_err("unknown shard");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let chunk = |vote: &[u8], meta: &[u8], data: &[u8], crc32| SnapshotChunk {
+        shard: 1,
+        from_node: 99,
+        target_node: 1,
+        format: 1,
+        vote: Bytes::copy_from_slice(vote),
+        meta: Bytes::copy_from_slice(meta),
+        data: Bytes::copy_from_slice(data),
+        crc32,
+    };
+    let err = raft.install_snapshot(futures::stream::iter(vec![])).await.expect_err("empty stream");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let stream = futures::stream::iter(vec![chunk(&garbage, &garbage, &[], 0)]);
+    let err = raft.install_snapshot(stream).await.expect_err("garbage snapshot header");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // The node is unharmed.
+    call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");
+    assert!(get(&cluster, b"still").await.found);
+}

@@ -54,7 +54,7 @@ pub enum Op {
     /// were rewritten or touched since the leader chose them are left alone.
     Expire { keys: Vec<Bytes> },
     /// Meta shard only: install a cluster map, if the current epoch matches
-    /// (`None` = only if no map is installed yet).
+    /// (`None` = only if no map is installed yet) and the new epoch is greater.
     SetClusterMap { expected_epoch: Option<u64>, map: ClusterMap },
 }
 

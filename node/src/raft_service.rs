@@ -49,6 +49,17 @@ impl RaftService {
     }
 }
 
+/// The sender named in the envelope must be the node the Raft message speaks for
+/// (the leader of an AppendEntries, the candidate of a Vote).
+fn check_sender(from: NodeId, vote: &Vote) -> Result<(), Status> {
+    match vote.leader_id().voted_for() {
+        Some(node) if node == from => Ok(()),
+        other => Err(Status::invalid_argument(format!(
+            "raft message from node {from} carries the vote of node {other:?}"
+        ))),
+    }
+}
+
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
     let payload = codec::encode(value).map_err(|e| Status::internal(format!("encode raft reply: {e}")))?;
     Ok(Response::new(RaftReply { payload: payload.into() }))
@@ -65,6 +76,7 @@ impl RaftRpc for RaftService {
         let shard = self.route(req.shard, req.from_node, req.target_node, req.format)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             codec::decode(&req.payload).map_err(|e| undecodable("AppendEntries payload", e))?;
+        check_sender(req.from_node, &rpc.vote)?;
         reply(&shard.raft.append_entries(rpc).await)
     }
 
@@ -73,6 +85,7 @@ impl RaftRpc for RaftService {
         let shard = self.route(req.shard, req.from_node, req.target_node, req.format)?;
         let rpc: VoteRequest<NodeId> =
             codec::decode(&req.payload).map_err(|e| undecodable("Vote payload", e))?;
+        check_sender(req.from_node, &rpc.vote)?;
         reply(&shard.raft.vote(rpc).await)
     }
 
@@ -85,6 +98,7 @@ impl RaftRpc for RaftService {
             stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let shard = self.route(first.shard, first.from_node, first.target_node, first.format)?;
         let vote: Vote = codec::decode(&first.vote).map_err(|e| undecodable("snapshot vote", e))?;
+        check_sender(first.from_node, &vote)?;
         let meta: SnapshotMeta = codec::decode(&first.meta).map_err(|e| undecodable("snapshot meta", e))?;
         let mut data = Vec::new();
         while let Some(chunk) = stream.message().await? {

@@ -63,8 +63,6 @@
 //!   TTL validation keeps this from happening for real requests.
 //! - Increment accepts leading zeros and `-0` (looser than Redis); results are stored
 //!   in canonical form.
-//! - `SetClusterMap` does not require the new map's epoch to be greater than the old
-//!   one; the meta-shard writer must bump it.
 //! - No request-id deduplication (DESIGN §7) and no memory budget yet;
 //!   `approx_bytes` ignores per-record overhead.
 
@@ -282,7 +280,8 @@ impl KvState {
 
     fn set_cluster_map(&mut self, expected_epoch: Option<u64>, map: &ClusterMap) -> OpResult {
         let current_epoch = self.cluster_map.as_ref().map(|current| current.epoch);
-        if current_epoch != expected_epoch {
+        // Epochs only grow: caches compare them, so a reused epoch would be a lie.
+        if current_epoch != expected_epoch || map.epoch <= current_epoch.unwrap_or(0) {
             return OpResult::SetClusterMap { succeeded: false, epoch: current_epoch.unwrap_or(0) };
         }
         self.cluster_map = Some(map.clone());
@@ -647,8 +646,10 @@ mod tests {
         assert_eq!(apply(&mut s, 2, 0, set(None, 1)), result(true, 1));
         assert_eq!(apply(&mut s, 3, 0, set(None, 2)), result(false, 1));
         assert_eq!(apply(&mut s, 4, 0, set(Some(2), 3)), result(false, 1));
-        assert_eq!(apply(&mut s, 5, 0, set(Some(1), 2)), result(true, 2));
+        assert_eq!(apply(&mut s, 5, 0, set(Some(1), 1)), result(false, 1), "epoch must grow");
+        assert_eq!(apply(&mut s, 6, 0, set(Some(1), 2)), result(true, 2));
         assert_eq!(s.cluster_map(), Some(&cluster_map(2)));
+        assert_eq!(apply(&mut s, 7, 0, set(Some(2), 0)), result(false, 2), "epoch must grow");
     }
 
     #[test]

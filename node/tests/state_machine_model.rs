@@ -106,7 +106,7 @@ impl Model {
                 OpResult::Expire { removed }
             }
             Op::SetClusterMap { expected_epoch, map } => {
-                if *expected_epoch == self.cluster_epoch {
+                if *expected_epoch == self.cluster_epoch && map.epoch > self.cluster_epoch.unwrap_or(0) {
                     self.cluster_epoch = Some(map.epoch);
                     OpResult::SetClusterMap { succeeded: true, epoch: map.epoch }
                 } else {

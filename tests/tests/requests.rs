@@ -220,6 +220,12 @@ async fn garbage_raft_rpcs_are_rejected_without_harm() {
     let err = raft.vote(envelope(999, 1, 1, &garbage)).await.expect_err("unknown shard");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
+    // A well-formed vote request whose envelope names another sender.
+    let vote_of_5 = openraft::raft::VoteRequest { vote: openraft::Vote::new(1, 5u64), last_log_id: None };
+    let payload = ringkv_node::codec::encode(&vote_of_5).expect("encode");
+    let err = raft.vote(envelope(1, 1, 1, &payload)).await.expect_err("spoofed sender");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
     let chunk = |vote: &[u8], meta: &[u8], data: &[u8], crc32| SnapshotChunk {
         shard: 1,
         from_node: 99,
@@ -235,6 +241,25 @@ async fn garbage_raft_rpcs_are_rejected_without_harm() {
     let stream = futures::stream::iter(vec![chunk(&garbage, &garbage, &[], 0)]);
     let err = raft.install_snapshot(stream).await.expect_err("garbage snapshot header");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // A body that is not a RaftRequest at all (wire types clash): gRPC's parse
+    // error status, and nothing else happens.
+    let mut grpc = tonic::client::Grpc::new(node.channel());
+    grpc.ready().await.expect("channel ready");
+    let not_a_raft_request = ringkv_proto::v1::NodeStatusResponse {
+        id: 1,
+        addr: "definitely not a from_node".into(),
+        cluster_id: "x".repeat(100),
+        replicas: vec![1, 2, 3],
+        leading: vec![4],
+    };
+    let codec =
+        tonic_prost::ProstCodec::<ringkv_proto::v1::NodeStatusResponse, ringkv_proto::v1::RaftReply>::default(
+        );
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ringkv.v1.Raft/AppendEntries");
+    let err =
+        grpc.unary(tonic::Request::new(not_a_raft_request), path, codec).await.expect_err("garbage body");
+    assert_eq!(err.code(), Code::Internal, "gRPC reports protobuf parse errors as INTERNAL: {err:?}");
 
     // The node is unharmed.
     call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");

@@ -580,13 +580,13 @@ mod tests {
             shards: 2,
             replicas: 2,
             nodes: vec![
-                NodeAddress { id: 1, addr: "127.0.0.1:7001".into() },
-                NodeAddress { id: 12, addr: "h:7002".into() },
+                NodeAddress { id: 1, addr: "127.0.0.1:7001".into(), state: String::new() },
+                NodeAddress { id: 12, addr: "h:7002".into(), state: String::new() },
             ],
             shard_status: vec![
-                ShardStatus { shard: 0, replicas: vec![1, 12], leader_id: 1 },
-                ShardStatus { shard: 1, replicas: vec![1, 12], leader_id: 0 },
-                ShardStatus { shard: 2, replicas: vec![12, 1], leader_id: 12 },
+                ShardStatus { shard: 0, replicas: vec![1, 12], leader_id: 1, ..Default::default() },
+                ShardStatus { shard: 1, replicas: vec![1, 12], leader_id: 0, ..Default::default() },
+                ShardStatus { shard: 2, replicas: vec![12, 1], leader_id: 12, ..Default::default() },
             ],
         };
         let want = "\

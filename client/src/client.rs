@@ -307,7 +307,10 @@ impl Client {
         shards: u32,
         replicas: u32,
     ) -> Result<proto::InitClusterResponse, Error> {
-        let nodes: Vec<_> = nodes.into_iter().map(|(id, addr)| proto::NodeAddress { id, addr }).collect();
+        let nodes: Vec<_> = nodes
+            .into_iter()
+            .map(|(id, addr)| proto::NodeAddress { id, addr, state: String::new() })
+            .collect();
         let op = Op { name: "init_cluster", shard: None, write: true, leader_confirmed: false };
         self.run(op, |channel, timeout| {
             let request = proto::InitClusterRequest { nodes: nodes.clone(), shards, replicas };
@@ -323,7 +326,7 @@ impl Client {
             Op { name: "cluster_status", shard: Some(META_SHARD), write: false, leader_confirmed: false };
         let status = self
             .run(op, |channel, timeout| async move {
-                let request = with_timeout(proto::ClusterStatusRequest {}, timeout);
+                let request = with_timeout(proto::ClusterStatusRequest::default(), timeout);
                 AdminClient::new(channel).cluster_status(request).await
             })
             .await?;
@@ -439,7 +442,7 @@ impl Client {
     async fn fetch_routes_from(&self, addr: &str) -> Result<(), Error> {
         let timeout = self.inner.opts.attempt_timeout;
         let mut admin = AdminClient::new(self.channel(addr)?);
-        let request = with_timeout(proto::ClusterStatusRequest {}, timeout);
+        let request = with_timeout(proto::ClusterStatusRequest::default(), timeout);
         let status = tokio::time::timeout(timeout, admin.cluster_status(request))
             .await
             .map_err(|_| Error::DeadlineExceeded)??

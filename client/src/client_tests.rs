@@ -318,13 +318,13 @@ fn leaders_of_cluster_status() {
     let status = proto::ClusterStatusResponse {
         shards: 2,
         nodes: vec![
-            proto::NodeAddress { id: 1, addr: "a:1".into() },
-            proto::NodeAddress { id: 2, addr: "b:1".into() },
+            proto::NodeAddress { id: 1, addr: "a:1".into(), state: String::new() },
+            proto::NodeAddress { id: 2, addr: "b:1".into(), state: String::new() },
         ],
         shard_status: vec![
-            proto::ShardStatus { shard: 0, replicas: vec![1, 2], leader_id: 1 },
-            proto::ShardStatus { shard: 1, replicas: vec![1, 2], leader_id: 0 },
-            proto::ShardStatus { shard: 2, replicas: vec![1, 2], leader_id: 2 },
+            proto::ShardStatus { shard: 0, replicas: vec![1, 2], leader_id: 1, ..Default::default() },
+            proto::ShardStatus { shard: 1, replicas: vec![1, 2], leader_id: 0, ..Default::default() },
+            proto::ShardStatus { shard: 2, replicas: vec![1, 2], leader_id: 2, ..Default::default() },
         ],
         ..Default::default()
     };

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
-use ringkv_core::{ClusterMap, META_SHARD, NodeId};
+use ringkv_core::{ClusterMap, META_SHARD, NodeId, NodeState};
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
     InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse, NodeAddress,
-    NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest, PutClusterMapResponse, ShardStatus,
+    NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest, PutClusterMapResponse, ReplicaStatus,
+    ShardStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -26,6 +27,82 @@ use crate::shard::Shard;
 
 /// How long `ClusterStatus` waits for each node's view of who leads what.
 const STATUS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest long poll a `ClusterStatus` may ask for.
+const MAX_STATUS_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the meta shard's map epoch is above `epoch`, or `wait` passes.
+/// Wakes on every change of the meta replica's metrics (each apply), so a new map
+/// is seen as soon as it is applied here.
+async fn wait_for_epoch_above(meta: &Shard, epoch: u64, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut metrics = meta.raft.metrics();
+    loop {
+        let current = meta.state.read().expect("shard state lock poisoned").kv.cluster_map().map(|m| m.epoch);
+        if current.is_some_and(|e| e > epoch) {
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// The cluster's status: the map, plus every node's report of its replicas
+/// (nodes that do not answer within a second are left out).
+async fn status_of(map: &ClusterMap) -> ClusterStatusResponse {
+    let probes = map.nodes.values().map(|info| async move {
+        let mut client = admin_client(&info.addr).ok()?;
+        let mut req = Request::new(NodeStatusRequest {});
+        req.set_timeout(STATUS_PROBE_TIMEOUT);
+        let status = client.node_status(req).await.ok()?.into_inner();
+        (status.id == info.id).then_some(status)
+    });
+    let mut replicas: BTreeMap<u32, Vec<ReplicaStatus>> = BTreeMap::new();
+    for status in futures::future::join_all(probes).await.into_iter().flatten() {
+        for replica in status.replica_status {
+            replicas.entry(replica.shard).or_default().push(replica);
+        }
+    }
+    let shard_status = map
+        .shards
+        .iter()
+        .map(|(&shard, members)| {
+            let reports = replicas.remove(&shard).unwrap_or_default();
+            let leader = reports.iter().filter(|r| r.role == "leader").max_by_key(|r| r.term);
+            let applied = leader.map_or(0, |l| l.last_applied);
+            ShardStatus {
+                shard,
+                replicas: members.clone(),
+                leader_id: leader.map_or(0, |l| l.node_id),
+                term: leader.map_or(0, |l| l.term),
+                applied_index: applied,
+                max_lag: reports.iter().map(|r| applied.saturating_sub(r.last_applied)).max().unwrap_or(0),
+                replica_status: reports,
+            }
+        })
+        .collect();
+    ClusterStatusResponse {
+        cluster_id: map.cluster_id.clone(),
+        epoch: map.epoch,
+        shards: map.shard_count,
+        replicas: map.replication_factor,
+        nodes: map
+            .nodes
+            .values()
+            .map(|n| NodeAddress {
+                id: n.id,
+                addr: n.addr.clone(),
+                state: match n.state {
+                    NodeState::Active => "active".into(),
+                    NodeState::Draining => "draining".into(),
+                },
+            })
+            .collect(),
+        shard_status,
+    }
+}
 
 /// The Admin gRPC service of a node.
 pub struct AdminService {
@@ -69,11 +146,16 @@ impl Admin for AdminService {
 
     async fn cluster_status(
         &self,
-        _request: Request<ClusterStatusRequest>,
+        request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let req = request.into_inner();
         let meta = self.meta_leader()?;
         meta.reader.confirm().await?;
-        let map: ClusterMap = meta
+        if req.wait_ms > 0 {
+            let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_STATUS_WAIT);
+            wait_for_epoch_above(&meta, req.wait_for_epoch_above, wait).await;
+        }
+        let map = meta
             .state
             .read()
             .expect("shard state lock poisoned")
@@ -81,37 +163,7 @@ impl Admin for AdminService {
             .cluster_map()
             .cloned()
             .ok_or_else(|| Error::Unavailable("the cluster map is not installed yet".into()))?;
-        // Who leads what: every node reports the shards it leads.
-        let probes = map.nodes.values().map(|info| async move {
-            let mut client = admin_client(&info.addr).ok()?;
-            let mut req = Request::new(NodeStatusRequest {});
-            req.set_timeout(STATUS_PROBE_TIMEOUT);
-            let status = client.node_status(req).await.ok()?.into_inner();
-            (status.id == info.id).then_some(status)
-        });
-        let mut leaders = BTreeMap::new();
-        for status in futures::future::join_all(probes).await.into_iter().flatten() {
-            for shard in status.leading {
-                leaders.insert(shard, status.id);
-            }
-        }
-        let response = ClusterStatusResponse {
-            cluster_id: map.cluster_id.clone(),
-            epoch: map.epoch,
-            shards: map.shard_count,
-            replicas: map.replication_factor,
-            nodes: map.nodes.values().map(|n| NodeAddress { id: n.id, addr: n.addr.clone() }).collect(),
-            shard_status: map
-                .shards
-                .iter()
-                .map(|(&shard, replicas)| ShardStatus {
-                    shard,
-                    replicas: replicas.clone(),
-                    leader_id: leaders.get(&shard).copied().unwrap_or(0),
-                })
-                .collect(),
-        };
-        Ok(Response::new(response))
+        Ok(Response::new(status_of(&map).await))
     }
 
     async fn node_status(
@@ -125,6 +177,7 @@ impl Admin for AdminService {
             cluster_id: self.node.cluster().map(|c| c.cluster_id).unwrap_or_default(),
             replicas: shards.iter().map(|s| s.id).collect(),
             leading: shards.iter().filter(|s| s.is_leader()).map(|s| s.id).collect(),
+            replica_status: shards.iter().map(|s| s.status()).collect(),
         }))
     }
 

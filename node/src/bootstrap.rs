@@ -190,7 +190,10 @@ pub async fn init_cluster(node: &Node, req: InitClusterRequest) -> Result<InitCl
         let req = InitializeShardRequest {
             target_node: first,
             shard,
-            members: members.iter().map(|&id| NodeAddress { id, addr: plan.nodes[&id].clone() }).collect(),
+            members: members
+                .iter()
+                .map(|&id| NodeAddress { id, addr: plan.nodes[&id].clone(), state: String::new() })
+                .collect(),
         };
         async move {
             client.initialize_shard(timed(req)).await.map_err(|s| {
@@ -257,7 +260,10 @@ mod tests {
 
     fn req(nodes: &[(u64, &str)], shards: u32, replicas: u32) -> InitClusterRequest {
         InitClusterRequest {
-            nodes: nodes.iter().map(|&(id, addr)| NodeAddress { id, addr: addr.into() }).collect(),
+            nodes: nodes
+                .iter()
+                .map(|&(id, addr)| NodeAddress { id, addr: addr.into(), state: String::new() })
+                .collect(),
             shards,
             replicas,
         }

@@ -69,6 +69,28 @@ impl Shard {
         Error::NotLeader { shard: self.id, leader: self.leader() }
     }
 
+    /// This replica as its node sees it, for status reports.
+    pub fn status(&self) -> ringkv_proto::v1::ReplicaStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ringkv_proto::v1::ReplicaStatus {
+            shard: self.id,
+            node_id: m.id,
+            role: role.to_string(),
+            term: m.current_term,
+            last_applied: m.last_applied.map_or(0, |id| id.index),
+            last_log: m.last_log_index.unwrap_or(0),
+            leader_id: m.current_leader.unwrap_or(0),
+        }
+    }
+
     /// Voters of the current membership.
     pub fn voters(&self) -> Vec<NodeId> {
         self.raft.server_metrics().borrow().membership_config.voter_ids().collect()

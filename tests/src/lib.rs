@@ -203,7 +203,11 @@ impl Cluster {
     /// `cluster init` over every node, sent to node 1.
     pub async fn init(&self, shards: u32, replicas: u32) -> Result<InitClusterResponse, tonic::Status> {
         let req = InitClusterRequest {
-            nodes: self.nodes.iter().map(|n| NodeAddress { id: n.id, addr: n.addr.clone() }).collect(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeAddress { id: n.id, addr: n.addr.clone(), state: String::new() })
+                .collect(),
             shards,
             replicas,
         };

@@ -8,7 +8,8 @@
 //! Invariants:
 //! - `append` applies all its entries in one `apply_batch` (atomic, readable at
 //!   once), then hands the callback to the node's flusher; the callback fires
-//!   only when a later flush round has made the batch durable.
+//!   only when a later flush round has made the batch durable, including the
+//!   sled blob file of any entry above ~128 KiB.
 //! - `save_vote` returns only after a flush round: the vote is durable.
 //! - `purge` writes `last_purged` before deleting entries, so the log never
 //!   appears to start after `last_purged + 1`, even after a crash.
@@ -22,8 +23,6 @@
 //! - `truncate` and `purge` delete one key at a time (sled 0.34 has no range
 //!   delete): O(entries). Fine with regular snapshots and purges.
 //! - `get_log_state` decodes the whole last entry to learn its log id.
-//! - Entries above ~128 KiB become sled blob files that are not fsynced (see
-//!   the `store` module docs).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};

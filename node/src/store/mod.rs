@@ -7,7 +7,8 @@
 //! - the node's one `sled::Db` at `<data_dir>/sled` (sled takes an exclusive lock;
 //!   one db per process, all shards as trees in it — guide §11.1);
 //! - the `Flusher` (`flusher.rs`): one tokio task that group-commits every durable
-//!   write of every shard (`db.flush()` + `fdatasync` of `<data_dir>/sled/db`);
+//!   write of every shard (`db.flush()`, fsync of sled's new blob files and of
+//!   `<data_dir>/sled/blobs`, `fdatasync` of `<data_dir>/sled/db`);
 //! - the snapshot directory `<data_dir>/snapshots/shard-<shard:010>/`;
 //! - a `node` tree for the node's own durable metadata ([`NodeStorage::put_node_meta`]).
 //!
@@ -20,6 +21,7 @@
 //!
 //! ```text
 //! <data_dir>/sled/                      sled database (its data file is sled/db)
+//!   blobs/<lsn>                         sled's file for each log message ≳128 KiB
 //!   tree "node"                         key: caller's string → caller's bytes
 //!   tree "shard/<shard:010>/log"        key: log index u64 big-endian → postcard(Entry)
 //!   tree "shard/<shard:010>/meta"       format | vote | committed | last_purged | snapshot
@@ -31,7 +33,10 @@
 //! - **Vote** is durable before `save_vote` returns (written, then flusher round).
 //! - **Appends** are readable when `append` returns (one atomic `apply_batch`)
 //!   and the `LogFlushed` callback fires only after a flusher round that started
-//!   after the batch was applied.
+//!   after the batch was applied. That holds for entries of any size: sled
+//!   stores a message above ~128 KiB in a blob file that it never fsyncs, and the
+//!   flusher fsyncs those files and their directory in the same round (see
+//!   `flusher.rs`, "Blob files").
 //! - **Order**: all of a node's writes go to one sled db and one flusher, and
 //!   sled recovers a prefix of its operations, so a crash can lose a suffix of
 //!   unflushed writes but never expose a later write without an earlier one.
@@ -58,9 +63,6 @@
 //! task holds only a weak reference. Drop them all, then `open` again.
 //!
 //! # Caveats / not done yet
-//! - Log entries larger than ~128 KiB become sled blob files, which sled does not
-//!   fsync; the flusher does not sync the `blobs` directory either. Keep entries
-//!   (proposal batches) well below that, or add a blob-dir sync.
 //! - `open_shard` is blocking (it reads the snapshot file); with large snapshots
 //!   call it from `spawn_blocking` (a `NodeStorage` clone is `'static`).
 //! - `truncate`/`purge` delete entry by entry (sled 0.34 has no range delete).
@@ -143,17 +145,21 @@ impl NodeStorage {
             .flush_every_ms(Some(SLED_BACKSTOP_FLUSH_MS))
             .open()
             .map_err(|e| StoreError::sled(format!("opening the database at {}", sled_dir.display()), e))?;
-        let data_file_path = sled_dir.join("db");
+        let data_file_path = sled_dir.join(flusher::DATA_FILE);
         let data_file = File::open(&data_file_path).map_err(|e| {
             StoreError::io(format!("opening sled's data file {}", data_file_path.display()), e)
         })?;
+        // sled creates `db`, `conf` and the `blobs` directory in `sled_dir` without
+        // syncing it. Every open syncs it, so a crash right after sled created them
+        // is repaired at the next start (flusher.rs, "Blob files").
+        snapshot_file::sync_dir(&sled_dir)?;
         let node_tree = db.open_tree(NODE_TREE).map_err(|e| StoreError::sled("opening tree node", e))?;
         let snapshot_root = data_dir.join("snapshots");
         create_dir_durable(&snapshot_root)?;
         // Make the `sled` directory entry itself durable.
         snapshot_file::sync_dir(data_dir)?;
 
-        let durable = Arc::new(DurableDb::new(db, data_file));
+        let durable = Arc::new(DurableDb::new(db, data_file, &sled_dir));
         let flusher = Flusher::spawn(Arc::downgrade(&durable));
         Ok(NodeStorage {
             inner: Arc::new(NodeInner {
@@ -247,7 +253,7 @@ impl NodeStorage {
         self.inner.flusher.flush().await
     }
 
-    /// The flusher's totals (rounds, waiters), for metrics.
+    /// The flusher's totals (rounds, waiters, blob files synced), for metrics.
     pub fn flush_stats(&self) -> FlushStats {
         self.inner.flusher.stats()
     }

@@ -1,9 +1,11 @@
 //! Snapshot files: one self-checking file per persisted snapshot.
 //!
 //! Snapshots are kept out of sled on purpose: a sled value above ~128 KiB becomes
-//! a blob file that sled never fsyncs (guide §11.1). Each snapshot is one file in
-//! its shard's directory `<data_dir>/snapshots/shard-<shard:010>/`, and sled only
-//! keeps a pointer to the current one (see `shard.rs`).
+//! a blob file that sled itself never fsyncs (guide §11.1; the flusher makes up
+//! for it, see `flusher.rs`), and a whole snapshot would also pass through sled's
+//! log and page cache. Each snapshot is one file in its shard's directory
+//! `<data_dir>/snapshots/shard-<shard:010>/`, and sled only keeps a pointer to
+//! the current one (see `shard.rs`).
 //!
 //! File format, version 1 (all integers little-endian):
 //!

@@ -1,7 +1,8 @@
 //! [`Client`]: a handle on a ringkv cluster given as a few node (or router)
 //! addresses. It validates requests locally, sends each to the best address it
 //! knows, and follows redirects and retries within one deadline. The decisions are
-//! made in the private `routing` module; this module does the I/O.
+//! made in the private `route_table` and `routing` modules; this module does the
+//! I/O: channels, the clock, random jitter, sleeps and map fetches.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv_core::limits::{DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, check_ttl, check_value};
-use ringkv_core::{META_SHARD, NodeId, ShardId, Version};
+use ringkv_core::{Epoch, META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::kv_client::KvClient;
@@ -18,7 +19,8 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
-use crate::routing::{Attempts, BackoffPolicy, Routes, Step};
+use crate::route_table::{ClusterView, RouteTable};
+use crate::routing::{Attempts, BackoffPolicy, Step};
 
 /// Tuning of a [`Client`]. The defaults suit a client next to the cluster.
 #[derive(Debug, Clone)]
@@ -35,14 +37,41 @@ pub struct ClientOptions {
     pub max_attempts: u32,
     /// Largest value `put` accepts; should match the nodes' limit.
     pub max_value_bytes: usize,
-    /// First backoff after a retryable error that is not a redirect; doubles per
-    /// backoff up to [`ClientOptions::backoff_max`].
+    /// Ceiling of the first backoff after a retryable error that is not a
+    /// redirect; each backoff is random below its ceiling (full jitter), and the
+    /// ceiling doubles per backoff up to [`ClientOptions::backoff_max`].
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// The cluster's data shard count, if known; lets the client send each key
-    /// straight to its shard's cached leader. Learned from `ClusterStatus` when
-    /// `None`.
+    /// straight to its shard's cached leader before it has fetched the cluster
+    /// map. The map's count replaces it.
     pub shard_count: Option<u32>,
+    /// Whether requests go straight to the nodes or through the given addresses;
+    /// see [`Routing`].
+    pub routing: Routing,
+}
+
+/// Where a [`Client`] sends requests: straight to each shard's nodes, by the
+/// cluster map, or to the addresses it was given (the *seeds*), which then must be
+/// routers. Either way the seeds are the last resort: a router answers for every
+/// shard, a node redirects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Route directly once the seeds prove to be nodes: a seed's address is
+    /// listed in the cluster map, or a seed answers `NotLeader`/`WrongShard`
+    /// (which routers never send). Otherwise, e.g. given router addresses,
+    /// everything goes to the seeds. Right for node and router seeds alike.
+    #[default]
+    Auto,
+    /// Always route to the nodes by the cluster map (fetched through the seeds);
+    /// the seeds only while no map is known or when every replica failed. For
+    /// callers that know they were given nodes, like the router.
+    Direct,
+    /// Always send to the seeds, which route themselves (routers, typically behind
+    /// a load balancer, with nodes the caller cannot reach). The client fetches
+    /// no map by itself. A `NotLeader` hint is still followed within one request,
+    /// since only a node sends one.
+    ViaSeeds,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +85,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
             shard_count: None,
+            routing: Routing::Auto,
         }
     }
 }
@@ -132,27 +162,35 @@ pub struct IncrementResult {
     pub version: Version,
 }
 
-/// A handle on a ringkv cluster. Cheap to clone; clones share connections and the
-/// leader cache. Connections are opened lazily, one HTTP/2 channel per address.
+/// A handle on a ringkv cluster. Cheap to clone; clones share connections, the
+/// cluster map and the leader cache. Connections are opened lazily, one HTTP/2
+/// channel per address.
 ///
-/// Every method is bounded by [`ClientOptions::request_timeout`] and
-/// [`ClientOptions::max_attempts`]. Reads are retried freely. Writes are retried
-/// only when the failed attempt surely did not execute (a `NotLeader` or
-/// `WrongShard` answer, or no connection at all): a write that timed out or lost
-/// its connection mid-flight returns the error, because it may have been applied
-/// and a blind retry could apply it twice. Idempotent request ids will lift this.
+/// Every method is bounded by one overall deadline ([`ClientOptions::request_timeout`],
+/// or [`Client::with_timeout`]) and by [`ClientOptions::max_attempts`]. Reads are
+/// retried freely. Writes are retried only when the failed attempt surely did not
+/// execute (a `NotLeader` or `WrongShard` answer, or no connection at all): a
+/// write that timed out or lost its connection mid-flight returns
+/// [`Error::DeadlineExceeded`] or [`Error::Unavailable`], because it may have been
+/// applied and a blind retry could apply it twice. Idempotent request ids will
+/// lift this.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Overall deadline of each operation of this handle.
+    request_timeout: Duration,
 }
 
 #[derive(Debug)]
 struct Inner {
     opts: ClientOptions,
-    routes: Mutex<Routes>,
-    /// One lazily connecting channel per address ever used (seeds and redirect
-    /// targets).
+    table: Mutex<RouteTable>,
+    /// One lazily connecting channel per address in use: seeds, the map's nodes
+    /// and redirect targets. Pruned to those whenever a map is installed.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Held by the one map refresh in flight; [`Client::refresh_map`] callers
+    /// queue on it and then reuse the map it installed.
+    refresh_lock: tokio::sync::Mutex<()>,
 }
 
 /// What [`Client::run`] needs to know about an operation.
@@ -162,14 +200,25 @@ struct Op {
     /// The key's shard, when the shard count is known.
     shard: Option<ShardId>,
     write: bool,
+    /// A stale read: any replica may answer, and the client spreads them.
+    stale: bool,
     /// Whether a success proves the answering node leads `shard`.
     leader_confirmed: bool,
+    /// Added to the deadline and to each attempt's timeout: the time the server
+    /// may hold a long poll before answering.
+    server_wait: Duration,
+}
+
+impl Op {
+    fn kv(name: &'static str, shard: Option<ShardId>, write: bool, stale: bool) -> Op {
+        Op { name, shard, write, stale, leader_confirmed: !stale, server_wait: Duration::ZERO }
+    }
 }
 
 impl Client {
     /// A client for the cluster reachable at `addrs` (`host:port` each; nodes or
-    /// routers). Opens no connection and needs no runtime; fails only on an empty
-    /// list or an unusable address.
+    /// routers, see [`Routing`]). Opens no connection and needs no runtime; fails
+    /// only on an empty list or an unusable address.
     pub fn connect(addrs: Vec<String>, opts: ClientOptions) -> Result<Client, Error> {
         if addrs.is_empty() {
             return Err(Error::InvalidArgument("no node address given".into()));
@@ -178,10 +227,22 @@ impl Client {
             endpoint(addr, &opts)
                 .map_err(|err| Error::InvalidArgument(format!("bad address {addr:?}: {err}")))?;
         }
-        let routes = Routes::new(addrs, opts.shard_count);
-        Ok(Client {
-            inner: Arc::new(Inner { opts, routes: Mutex::new(routes), channels: Mutex::new(HashMap::new()) }),
-        })
+        let table = RouteTable::new(addrs, opts.routing, opts.shard_count);
+        let request_timeout = opts.request_timeout;
+        let inner = Inner {
+            opts,
+            table: Mutex::new(table),
+            channels: Mutex::new(HashMap::new()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        };
+        Ok(Client { inner: Arc::new(inner), request_timeout })
+    }
+
+    /// A handle on the same client (connections, map, caches) whose operations
+    /// each have `request_timeout` as their overall deadline; e.g. the time left
+    /// of a request being served. Cheap.
+    pub fn with_timeout(&self, request_timeout: Duration) -> Client {
+        Client { inner: self.inner.clone(), request_timeout }
     }
 
     /// Reads `key`; `Ok(None)` when it does not exist or has expired.
@@ -192,12 +253,12 @@ impl Client {
     ) -> Result<Option<GetResult>, Error> {
         let key = key.into();
         check_key(&key)?;
-        let linearizable = consistency == Consistency::Linearizable;
+        let stale = consistency == Consistency::Stale;
         let consistency = match consistency {
             Consistency::Linearizable => proto::Consistency::Linearizable,
             Consistency::Stale => proto::Consistency::Stale,
         };
-        let op = self.op("get", &key, false, linearizable);
+        let op = Op::kv("get", self.shard_of(&key), false, stale);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
@@ -228,7 +289,7 @@ impl Client {
             Condition::IfAbsent => Some(proto::put_request::Condition::IfAbsent(true)),
             Condition::IfVersion(version) => Some(proto::put_request::Condition::IfVersion(version)),
         };
-        let op = self.op("put", &key, true, true);
+        let op = Op::kv("put", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
@@ -247,7 +308,7 @@ impl Client {
     ) -> Result<DeleteResult, Error> {
         let key = key.into();
         check_key(&key)?;
-        let op = self.op("delete", &key, true, true);
+        let op = Op::kv("delete", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
@@ -263,7 +324,7 @@ impl Client {
         let key = key.into();
         check_key(&key)?;
         let ttl_ms = wire_ttl(ttl_ms)?;
-        let op = self.op("touch", &key, true, true);
+        let op = Op::kv("touch", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
@@ -286,7 +347,7 @@ impl Client {
         let key = key.into();
         check_key(&key)?;
         let ttl_ms = wire_ttl(ttl_ms)?;
-        let op = self.op("increment", &key, true, true);
+        let op = Op::kv("increment", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |channel, timeout| {
@@ -311,7 +372,7 @@ impl Client {
             .into_iter()
             .map(|(id, addr)| proto::NodeAddress { id, addr, state: String::new() })
             .collect();
-        let op = Op { name: "init_cluster", shard: None, write: true, leader_confirmed: false };
+        let op = Op { leader_confirmed: false, ..Op::kv("init_cluster", None, true, false) };
         self.run(op, |channel, timeout| {
             let request = proto::InitClusterRequest { nodes: nodes.clone(), shards, replicas };
             async move { AdminClient::new(channel).init_cluster(with_timeout(request, timeout)).await }
@@ -319,34 +380,138 @@ impl Client {
         .await
     }
 
-    /// The cluster map and each shard's current leader. Also primes the client's
-    /// shard count and leader cache.
+    /// The cluster map and each shard's current leader, from the meta shard's
+    /// leader (found by following `NotLeader` for shard 0) or through a router.
+    /// Also installs the map for routing, unless it is older than the one known.
     pub async fn cluster_status(&self) -> Result<proto::ClusterStatusResponse, Error> {
-        let op =
-            Op { name: "cluster_status", shard: Some(META_SHARD), write: false, leader_confirmed: false };
-        let status = self
-            .run(op, |channel, timeout| async move {
-                let request = with_timeout(proto::ClusterStatusRequest::default(), timeout);
-                AdminClient::new(channel).cluster_status(request).await
-            })
-            .await?;
-        self.routes().record_cluster_status(status.shards, leaders_of(&status));
+        let (status, installed) = self.fetch_status(None).await?;
+        if let Err(err) = installed {
+            tracing::debug!(%err, "cluster status not usable for routing");
+        }
         Ok(status)
     }
 
-    /// Learns the shard count and every shard's leader now, so that later requests
-    /// go straight to their shard's leader. Optional: the client does this in the
-    /// background after its first redirect.
+    /// The epoch of the cluster map the client routes by; `None` until one was
+    /// fetched.
+    pub fn epoch(&self) -> Option<u64> {
+        self.table().epoch()
+    }
+
+    /// Fetches the cluster map from the meta shard now and installs it; returns
+    /// the epoch now known. Concurrent calls share one fetch: a call that finds a
+    /// fetch in flight waits for it and returns its epoch (or, if it failed,
+    /// fetches itself), all within one deadline. Optional: the client fetches the
+    /// map by itself when it has none or finds it stale.
+    pub async fn refresh_map(&self) -> Result<u64, Error> {
+        let deadline = Instant::now() + self.request_timeout;
+        let seen = self.table().generation();
+        let _refreshing = tokio::time::timeout_at(deadline, self.inner.refresh_lock.lock())
+            .await
+            .map_err(|_| Error::DeadlineExceeded)?;
+        if let Some(epoch) = self.epoch().filter(|_| self.table().generation() != seen) {
+            return Ok(epoch);
+        }
+        self.with_timeout(deadline.saturating_duration_since(Instant::now())).fetch_map(None).await
+    }
+
+    /// Same as [`Client::refresh_map`], without the epoch (the older name).
     pub async fn refresh_routes(&self) -> Result<(), Error> {
-        self.cluster_status().await.map(drop)
+        self.refresh_map().await.map(drop)
     }
 
-    fn op(&self, name: &'static str, key: &[u8], write: bool, leader_confirmed: bool) -> Op {
-        Op { name, shard: self.routes().shard_of(key), write, leader_confirmed }
+    /// Waits up to `wait` for a cluster map newer than the one the client knows
+    /// (any map, if it knows none), installs it, and returns the epoch now known:
+    /// the same as before when nothing changed in time. One long-polling
+    /// `ClusterStatus` (the node caps `wait` at 60 s); the operation's deadline is
+    /// `wait` plus the usual one.
+    ///
+    /// Meant for a loop that keeps the map fresh (the router runs one). On an
+    /// error, such a loop should pause before calling again: an unreachable
+    /// cluster fails fast.
+    pub async fn wait_for_map_change(&self, wait: Duration) -> Result<u64, Error> {
+        let above = self.epoch().unwrap_or(0);
+        self.fetch_map(Some((above, wait))).await
     }
 
-    fn routes(&self) -> MutexGuard<'_, Routes> {
-        self.inner.routes.lock().expect("routes lock poisoned: a panic while routing")
+    /// One `ClusterStatus` (a long poll when `wait` is given) whose map must be
+    /// usable for routing; returns the epoch now known.
+    async fn fetch_map(&self, wait: Option<(Epoch, Duration)>) -> Result<u64, Error> {
+        let (_, installed) = self.fetch_status(wait).await?;
+        installed
+    }
+
+    /// Sends `ClusterStatus` to the meta shard's leader, with retries; returns the
+    /// answer and the outcome of installing it.
+    async fn fetch_status(
+        &self,
+        wait: Option<(Epoch, Duration)>,
+    ) -> Result<(proto::ClusterStatusResponse, Result<Epoch, Error>), Error> {
+        let (wait_for_epoch_above, server_wait) = wait.unwrap_or((0, Duration::ZERO));
+        let wait_ms = u32::try_from(server_wait.as_millis()).unwrap_or(u32::MAX);
+        let op = Op {
+            server_wait,
+            leader_confirmed: true,
+            ..Op::kv("cluster_status", Some(META_SHARD), false, false)
+        };
+        let status = self
+            .run(op, |channel, timeout| async move {
+                let request = proto::ClusterStatusRequest { wait_for_epoch_above, wait_ms };
+                AdminClient::new(channel).cluster_status(with_timeout(request, timeout)).await
+            })
+            .await?;
+        let installed = ClusterView::from_status(&status).map(|view| self.install(view));
+        Ok((status, installed))
+    }
+
+    /// Installs `view` (unless older than the map known) and closes channels to
+    /// addresses no longer in use; returns the epoch now known.
+    fn install(&self, view: ClusterView) -> Epoch {
+        let mut table = self.table();
+        let epoch = table.install(view);
+        let in_use = table.addresses();
+        self.inner
+            .channels
+            .lock()
+            .expect("channels lock poisoned")
+            .retain(|addr, _| in_use.contains(&**addr));
+        tracing::debug!(epoch, "cluster map installed");
+        epoch
+    }
+
+    /// The key's shard, when known. Starts a map fetch in the background if
+    /// routing needs one and has none.
+    fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
+        let (shard, needs_map) = {
+            let table = self.table();
+            (table.shard_of(key), table.needs_map())
+        };
+        if needs_map {
+            self.refresh_in_background();
+        }
+        shard
+    }
+
+    /// Starts a map refresh in a task of its own, unless one ran less than
+    /// `MIN_REFRESH_INTERVAL` ago, one is in flight, or no Tokio runtime is
+    /// running this call.
+    fn refresh_in_background(&self) {
+        if !self.table().start_background_refresh(std::time::Instant::now()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // The client's own deadline: not that of a short-lived `with_timeout` handle.
+        let client = self.with_timeout(self.inner.opts.request_timeout);
+        runtime.spawn(async move {
+            // A refresh in flight will install what this one would.
+            let Ok(_refreshing) = client.inner.refresh_lock.try_lock() else { return };
+            if let Err(err) = client.fetch_map(None).await {
+                tracing::debug!(%err, "background cluster map refresh failed");
+            }
+        });
+    }
+
+    fn table(&self) -> MutexGuard<'_, RouteTable> {
+        self.inner.table.lock().expect("route table lock poisoned: a panic while routing")
     }
 
     /// Largest message the client will decode: a full-size value plus its key and
@@ -361,7 +526,7 @@ impl Client {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        // A redirect target the node reported may be unusable; that is not the
+        // A redirect target or map address may be unusable; that is not the
         // caller's mistake, and nothing was sent, so it is a transport error.
         let channel = endpoint(addr, &self.inner.opts)
             .map_err(|err| Error::Transport(format!("bad address {addr:?}: {err}")))?
@@ -379,19 +544,22 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let opts = &self.inner.opts;
-        let deadline = Instant::now() + opts.request_timeout;
+        let deadline = Instant::now() + self.request_timeout + op.server_wait;
         let policy = BackoffPolicy { initial: opts.backoff_initial, max: opts.backoff_max };
-        let (mut attempts, mut addr) = Attempts::start(&self.routes(), op.shard, op.write, policy);
+        let (mut attempts, mut addr) =
+            Attempts::start(&mut self.table(), op.shard, op.write, op.stale, policy);
         let mut attempt = 1;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = if op.write { remaining } else { remaining.min(opts.attempt_timeout) };
+            // A write that times out is not retried, so it gets all the time left.
+            let timeout =
+                if op.write { remaining } else { remaining.min(opts.attempt_timeout + op.server_wait) };
             let err = match self.channel(&addr) {
                 Err(err) => err,
                 // Dropping the call on timeout cancels the request (RST_STREAM).
                 Ok(channel) => match tokio::time::timeout(timeout, call(channel, timeout)).await {
                     Ok(Ok(response)) => {
-                        self.routes().record_success(&addr, op.shard, op.leader_confirmed);
+                        self.table().record_success(&addr, attempts.shard(), op.leader_confirmed);
                         return Ok(response.into_inner());
                     }
                     Ok(Err(status)) => match Error::from(status) {
@@ -401,11 +569,11 @@ impl Client {
                     Err(_elapsed) => Error::DeadlineExceeded,
                 },
             };
-            if matches!(err, Error::NotLeader { .. } | Error::WrongShard { .. }) {
-                self.maybe_refresh_routes(&addr);
+            let decision = attempts.after_error(&mut self.table(), &addr, &err, rand::random::<f64>());
+            if decision.refresh_map && op.shard != Some(META_SHARD) {
+                self.refresh_in_background();
             }
-            let step = attempts.after_error(&mut self.routes(), &addr, &err);
-            let Step::Retry { addr: next, after } = step else {
+            let Step::Retry { addr: next, after } = decision.step else {
                 tracing::debug!(op = op.name, %addr, %err, attempt, "not retried");
                 return Err(err);
             };
@@ -420,35 +588,6 @@ impl Client {
             addr = next;
             attempt += 1;
         }
-    }
-
-    /// After a redirect, if the shard count is unknown, asks `addr` (a live node)
-    /// for the cluster status in the background, at most once per refresh interval.
-    /// Without the shard count, the leader cache cannot route a key by itself.
-    fn maybe_refresh_routes(&self, addr: &str) {
-        if !self.routes().should_refresh(std::time::Instant::now()) {
-            return;
-        }
-        let (client, addr) = (self.clone(), addr.to_string());
-        tokio::spawn(async move {
-            if let Err(err) = client.fetch_routes_from(&addr).await {
-                tracing::debug!(%addr, %err, "could not learn the shard count");
-            }
-        });
-    }
-
-    /// One `ClusterStatus` at `addr`, without the retry loop (which may have called
-    /// this); the next redirect tries again.
-    async fn fetch_routes_from(&self, addr: &str) -> Result<(), Error> {
-        let timeout = self.inner.opts.attempt_timeout;
-        let mut admin = AdminClient::new(self.channel(addr)?);
-        let request = with_timeout(proto::ClusterStatusRequest::default(), timeout);
-        let status = tokio::time::timeout(timeout, admin.cluster_status(request))
-            .await
-            .map_err(|_| Error::DeadlineExceeded)??
-            .into_inner();
-        self.routes().record_cluster_status(status.shards, leaders_of(&status));
-        Ok(())
     }
 }
 
@@ -481,20 +620,6 @@ fn wire_ttl(ttl_ms: u64) -> Result<i64, Error> {
 
 fn nonzero(ttl_ms: u64) -> Option<u64> {
     (ttl_ms != 0).then_some(ttl_ms)
-}
-
-/// Each shard's leader address per `ClusterStatus`, where both are known.
-fn leaders_of(status: &proto::ClusterStatusResponse) -> Vec<(ShardId, String)> {
-    let addrs: HashMap<NodeId, &str> =
-        status.nodes.iter().map(|node| (node.id, node.addr.as_str())).collect();
-    status
-        .shard_status
-        .iter()
-        .filter_map(|shard| {
-            let addr = addrs.get(&shard.leader_id).filter(|addr| !addr.is_empty())?;
-            Some((shard.shard, addr.to_string()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

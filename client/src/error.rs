@@ -4,6 +4,15 @@
 //! A failed condition, a missing key or a counter that is not an integer are not
 //! all errors: the first two are *responses* (`PutResult::succeeded == false`,
 //! `Ok(None)` from `get`), only the last is [`Error::FailedPrecondition`].
+//!
+//! For a write, every error falls in one of three classes, told apart by two
+//! methods:
+//!
+//! | class | variants | [`Error::surely_not_applied`] | [`Error::may_have_been_applied`] |
+//! | --- | --- | --- | --- |
+//! | never reached a Raft log; safe to send again | `NotLeader`, `WrongShard`, `Transport` | true | false |
+//! | **outcome unknown**: may or may not have been applied | `Unavailable`, `DeadlineExceeded` | false | true |
+//! | a definite answer: refused, nothing applied | the others | false | false |
 
 use std::error::Error as _;
 
@@ -44,13 +53,20 @@ pub enum Error {
     FailedPrecondition(String),
 
     /// The node could not serve the request now (no quorum, leader unknown, node
-    /// shutting down, connection lost mid-request). A later retry may succeed, but a
-    /// *write* that failed this way may or may not have been applied.
+    /// shutting down, connection lost mid-request). A later retry may succeed.
+    ///
+    /// **For a write, the write may or may not have been applied**: it may have
+    /// reached a Raft log before the failure, and may still commit. The client
+    /// never retries such a write itself ([`Error::may_have_been_applied`]).
     #[error("unavailable: {0}")]
     Unavailable(String),
 
-    /// The request ran out of time. A write that timed out may or may not have been
-    /// applied.
+    /// The request ran out of time (the operation's deadline, or a read attempt's
+    /// timeout on every address tried).
+    ///
+    /// **For a write, the write may or may not have been applied**: it was sent,
+    /// and no answer came in time. The client never retries such a write itself
+    /// ([`Error::may_have_been_applied`]).
     #[error("deadline exceeded")]
     DeadlineExceeded,
 
@@ -69,7 +85,8 @@ pub enum Error {
     Transport(String),
 
     /// Any other status code (`PERMISSION_DENIED`, `RESOURCE_EXHAUSTED`, `INTERNAL`,
-    /// ...), passed through unchanged.
+    /// ...), passed through unchanged. `INTERNAL` is a server bug; what it did to a
+    /// write is not known either.
     #[error("{}: {message}", .code.description())]
     Other { code: tonic::Code, message: String },
 }
@@ -112,6 +129,21 @@ impl Error {
     pub fn surely_not_applied(&self) -> bool {
         matches!(self, Error::NotLeader { .. } | Error::WrongShard { .. } | Error::Transport(_))
     }
+
+    /// Whether a *write* that returned this error may nevertheless have been
+    /// applied (or may still be): its outcome is unknown. True exactly for
+    /// [`Error::Unavailable`] and [`Error::DeadlineExceeded`], the two errors the
+    /// client returns for a write that was sent and not answered with a verdict.
+    ///
+    /// Never true together with [`Error::surely_not_applied`]. Reads have no
+    /// outcome to speak of; for them this only says the read failed late.
+    ///
+    /// What to do about an unknown outcome depends on the write: read the key
+    /// back and compare its value or version, or send a conditional put
+    /// (`if_version`) that succeeds only if the first one did not apply.
+    pub fn may_have_been_applied(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::DeadlineExceeded)
+    }
 }
 
 impl From<tonic::Status> for Error {
@@ -134,7 +166,11 @@ impl Error {
     /// for failures on this side of the wire: a `ConnectError` means no connection
     /// was made and nothing was sent ([`Error::Transport`]); `TimeoutExpired` is
     /// the per-attempt `grpc-timeout` firing in the channel, which tonic reports
-    /// as `CANCELLED` ([`Error::DeadlineExceeded`]).
+    /// as `CANCELLED` ([`Error::DeadlineExceeded`]). Any other local failure
+    /// (tonic reports a connection lost mid-request as `UNKNOWN` or `CANCELLED`
+    /// with the I/O error as source) is [`Error::Unavailable`]: the request may
+    /// have been sent, so its outcome is unknown. Statuses a server sent carry no
+    /// source and keep their code.
     fn from_status(status: &tonic::Status) -> Error {
         let message = status.message().to_string();
         if source_chain_has::<tonic::ConnectError>(status) {
@@ -162,6 +198,14 @@ impl Error {
             tonic::Code::DeadlineExceeded => Error::DeadlineExceeded,
             tonic::Code::Cancelled if source_chain_has::<tonic::TimeoutExpired>(status) => {
                 Error::DeadlineExceeded
+            }
+            tonic::Code::Unknown | tonic::Code::Cancelled if status.source().is_some() => {
+                match root_cause(status) {
+                    Some(cause) if cause != message => {
+                        Error::Unavailable(format!("connection lost: {message}: {cause}"))
+                    }
+                    _ => Error::Unavailable(format!("connection lost: {message}")),
+                }
             }
             tonic::Code::AlreadyExists => Error::AlreadyExists(message),
             tonic::Code::NotFound => Error::NotFound(message),
@@ -327,6 +371,46 @@ mod tests {
         let mut status = Status::cancelled("Timeout expired");
         status.set_source(Arc::new(tonic::TimeoutExpired(())));
         assert_eq!(Error::from(status), Error::DeadlineExceeded);
+    }
+
+    #[test]
+    fn local_transport_failure_is_unavailable() {
+        for code in [Code::Unknown, Code::Cancelled] {
+            let mut status = Status::new(code, "connection closed before message completed");
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            let cause = reset.to_string();
+            status.set_source(Arc::new(reset));
+            let err = Error::from(status);
+            let want = format!("connection lost: connection closed before message completed: {cause}");
+            assert_eq!(err, Error::Unavailable(want), "{code:?}");
+            assert!(err.may_have_been_applied() && !err.surely_not_applied());
+        }
+    }
+
+    #[test]
+    fn three_classes_of_write_errors() {
+        let surely_not = [
+            Error::NotLeader { shard: 1, leader_id: None, leader_addr: None },
+            Error::WrongShard { shard: 1, epoch: 0 },
+            Error::Transport("refused".into()),
+        ];
+        let unknown = [Error::Unavailable("x".into()), Error::DeadlineExceeded];
+        let refused = [
+            Error::InvalidArgument("x".into()),
+            Error::FailedPrecondition("x".into()),
+            Error::AlreadyExists("x".into()),
+            Error::NotFound("x".into()),
+            Error::Other { code: Code::PermissionDenied, message: "x".into() },
+        ];
+        for err in surely_not {
+            assert!(err.surely_not_applied() && !err.may_have_been_applied(), "{err:?}");
+        }
+        for err in unknown {
+            assert!(!err.surely_not_applied() && err.may_have_been_applied(), "{err:?}");
+        }
+        for err in refused {
+            assert!(!err.surely_not_applied() && !err.may_have_been_applied(), "{err:?}");
+        }
     }
 
     #[test]

@@ -1,136 +1,23 @@
-//! Routing decisions without I/O: where an operation's first attempt goes, and what
-//! to do after an attempt fails. [`crate::Client`] owns the sockets, the clock and
-//! the sleeps; everything it decides comes from here, so the policy is tested
-//! without a runtime.
+//! The retry policy without I/O: where an operation's first attempt goes and what
+//! follows a failed one. [`crate::Client`] owns the sockets, the clock, the random
+//! numbers and the sleeps; everything it decides comes from [`Attempts`], so the
+//! policy is table-tested without a runtime, a clock or randomness.
 //!
-//! Two pieces of state:
-//! - [`Routes`], shared by all operations of a client: the seed addresses, the
-//!   leader cache (shard → address) and the last address that answered.
-//! - [`Attempts`], one per operation: which addresses it has tried, where "the next
-//!   address" is, and the current backoff.
+//! An operation walks its shard's candidate addresses ([`RouteTable::candidates`],
+//! recomputed after every error so that a map installed meanwhile is used at
+//! once) in rounds: each round tries every candidate once; a new round starts
+//! after a backoff. `NotLeader` hints jump the queue.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringkv_core::ShardId;
+use ringkv_core::{META_SHARD, ShardId};
 
 use crate::error::Error;
+use crate::route_table::{Prefer, RouteTable};
 
-/// How long to wait between two attempts to learn the shard count when the
-/// cluster does not tell (e.g. `ClusterStatus` is refused).
-const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What the client knows about where to send requests.
-#[derive(Debug)]
-pub(crate) struct Routes {
-    /// The addresses the client was given, deduplicated, in order. Never empty.
-    seeds: Vec<String>,
-    /// Last known leader address per shard, from `NotLeader` answers, leader-
-    /// confirmed successes and `ClusterStatus`. Entries are dropped when the address
-    /// fails or denies leading the shard; at most one per shard.
-    leaders: HashMap<ShardId, String>,
-    /// The address that last answered a request successfully: where an operation
-    /// whose shard leader is unknown goes first.
-    last_good: Option<String>,
-    /// The cluster's data shard count, needed to map a key to its shard. Unknown
-    /// until configured or learned from `ClusterStatus`; until then the leader cache
-    /// only serves redirects within one operation.
-    shard_count: Option<u32>,
-    /// When a background `ClusterStatus` may be tried again to learn the shard count.
-    next_refresh_at: Option<Instant>,
-}
-
-impl Routes {
-    /// `seeds` must be non-empty; duplicates are dropped.
-    pub(crate) fn new(seeds: Vec<String>, shard_count: Option<u32>) -> Routes {
-        assert!(!seeds.is_empty(), "a client needs at least one address");
-        let mut seen = HashSet::new();
-        let seeds = seeds.into_iter().filter(|addr| seen.insert(addr.clone())).collect();
-        Routes {
-            seeds,
-            leaders: HashMap::new(),
-            last_good: None,
-            shard_count: shard_count.filter(|&n| n > 0),
-            next_refresh_at: None,
-        }
-    }
-
-    /// The key's shard, when the shard count is known.
-    pub(crate) fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
-        self.shard_count.map(|n| ringkv_core::placement::shard_for_key(key, n))
-    }
-
-    /// Where the first attempt for `shard` goes: its cached leader, else the last
-    /// address that answered, else the first seed.
-    fn first_target(&self, shard: Option<ShardId>) -> String {
-        shard
-            .and_then(|shard| self.leaders.get(&shard))
-            .or(self.last_good.as_ref())
-            .unwrap_or(&self.seeds[0])
-            .clone()
-    }
-
-    /// Records a successful answer from `addr`. `leader_confirmed` says whether
-    /// the answer proves `addr` leads `shard` (a write or a linearizable read, not a
-    /// stale read, which any replica may serve).
-    pub(crate) fn record_success(&mut self, addr: &str, shard: Option<ShardId>, leader_confirmed: bool) {
-        if self.last_good.as_deref() != Some(addr) {
-            self.last_good = Some(addr.to_string());
-        }
-        if let (Some(shard), true) = (shard, leader_confirmed) {
-            self.leaders.insert(shard, addr.to_string());
-        }
-    }
-
-    /// Replaces the shard count and leaders with what `ClusterStatus` reported.
-    pub(crate) fn record_cluster_status(
-        &mut self,
-        shard_count: u32,
-        leaders: impl IntoIterator<Item = (ShardId, String)>,
-    ) {
-        if shard_count > 0 {
-            self.shard_count = Some(shard_count);
-        }
-        self.leaders.extend(leaders);
-    }
-
-    /// Whether to start a background `ClusterStatus` now to learn the shard count;
-    /// true at most once per [`REFRESH_INTERVAL`], and never once it is known.
-    pub(crate) fn should_refresh(&mut self, now: Instant) -> bool {
-        if self.shard_count.is_some() || self.next_refresh_at.is_some_and(|at| now < at) {
-            return false;
-        }
-        self.next_refresh_at = Some(now + REFRESH_INTERVAL);
-        true
-    }
-
-    /// Drops `shard`'s cached leader if it is `addr`.
-    fn forget_leader(&mut self, shard: ShardId, addr: &str) {
-        if self.leaders.get(&shard).is_some_and(|cached| cached == addr) {
-            self.leaders.remove(&shard);
-        }
-    }
-
-    /// Forgets everything that points at `addr`, after it failed to answer.
-    fn forget_address(&mut self, addr: &str) {
-        self.leaders.retain(|_, cached| cached != addr);
-        if self.last_good.as_deref() == Some(addr) {
-            self.last_good = None;
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn leader(&self, shard: ShardId) -> Option<&str> {
-        self.leaders.get(&shard).map(String::as_str)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn last_good(&self) -> Option<&str> {
-        self.last_good.as_deref()
-    }
-}
-
-/// Exponential backoff between attempts.
+/// Exponential backoff with full jitter: the n-th backoff of an operation is
+/// uniform in `[0, min(max, initial · 2ⁿ))`. Jitter keeps clients that failed
+/// together (say, at a leader's death) from retrying in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BackoffPolicy {
     pub(crate) initial: Duration,
@@ -140,10 +27,18 @@ pub(crate) struct BackoffPolicy {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Send the request again to `addr`, after waiting `after` (may be zero).
+    /// Send the request again to `addr` after waiting `after` (may be zero).
     Retry { addr: String, after: Duration },
     /// Return the error to the caller.
     GiveUp,
+}
+
+/// A [`Step`], plus whether the error showed the cluster map to be out of date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) step: Step,
+    /// Refresh the map (in the background; the operation does not wait for it).
+    pub(crate) refresh_map: bool,
 }
 
 /// The routing state of one operation.
@@ -151,240 +46,368 @@ pub(crate) enum Step {
 pub(crate) struct Attempts {
     /// Writes are retried only after errors that prove they were not applied.
     write: bool,
-    /// Index into the seeds of the next address to fall back to.
-    cursor: usize,
-    /// Addresses this operation has sent to.
-    tried: HashSet<String>,
-    next_backoff: Duration,
+    prefer: Prefer,
+    /// The operation's shard: from the key when the shard count is known, else
+    /// learned from the first `NotLeader`/`WrongShard` detail.
+    shard: Option<ShardId>,
+    /// Addresses sent to in the current round.
+    tried: Vec<String>,
     policy: BackoffPolicy,
+    /// Backoffs taken so far (the exponent of the next one).
+    backoffs: u32,
 }
 
 impl Attempts {
-    /// Starts an operation on `shard` (if known); returns it and the first address.
+    /// Starts an operation on `shard` (if known); returns it and the first
+    /// address. `stale` reads take any replica, the next one in rotation first.
     pub(crate) fn start(
-        routes: &Routes,
+        table: &mut RouteTable,
         shard: Option<ShardId>,
         write: bool,
+        stale: bool,
         policy: BackoffPolicy,
     ) -> (Attempts, String) {
-        let first = routes.first_target(shard);
-        let cursor = routes.seeds.iter().position(|seed| *seed == first).map_or(0, |i| i + 1);
-        let attempts = Attempts {
-            write,
-            cursor,
-            tried: HashSet::from([first.clone()]),
-            next_backoff: policy.initial,
-            policy,
-        };
+        let prefer = if stale { Prefer::Replica(table.next_replica_rotation()) } else { Prefer::Leader };
+        let candidates = table.candidates(shard, prefer);
+        let first = candidates.into_iter().next().expect("candidates end with the seeds, never empty");
+        let attempts = Attempts { write, prefer, shard, tried: vec![first.clone()], policy, backoffs: 0 };
         (attempts, first)
     }
 
-    /// Decides what follows `err`, the answer of `addr`, and updates `routes` with
-    /// what the error taught. The caller enforces the deadline and attempt count.
-    pub(crate) fn after_error(&mut self, routes: &mut Routes, addr: &str, err: &Error) -> Step {
-        if !err.is_retryable() || (self.write && !err.surely_not_applied()) {
-            return Step::GiveUp;
+    /// The operation's shard, as known now.
+    pub(crate) fn shard(&self) -> Option<ShardId> {
+        self.shard
+    }
+
+    /// Decides what follows `err`, the answer of `addr`, and updates `table` with
+    /// what the error taught. `jitter` is a sample from `[0, 1)` that scales this
+    /// step's backoff, if it takes one. The caller enforces the deadline and the
+    /// attempt count.
+    pub(crate) fn after_error(
+        &mut self,
+        table: &mut RouteTable,
+        addr: &str,
+        err: &Error,
+        jitter: f64,
+    ) -> Decision {
+        let refresh_map = self.learn(table, addr, err);
+        let retryable = err.is_retryable() && (!self.write || err.surely_not_applied());
+        let step = if retryable { self.next_step(table, addr, err, jitter) } else { Step::GiveUp };
+        Decision { step, refresh_map }
+    }
+
+    /// Updates the table from `err`; returns whether the map needs a refresh.
+    fn learn(&mut self, table: &mut RouteTable, addr: &str, err: &Error) -> bool {
+        match err {
+            Error::NotLeader { shard, leader_addr, .. } => {
+                self.shard.get_or_insert(*shard);
+                table.note_node_answer();
+                match leader_addr.as_deref() {
+                    Some(leader) if leader != addr => {
+                        table.note_leader(*shard, leader);
+                        // A leader the map does not know: a node joined since.
+                        table.epoch().is_some() && !table.knows_addr(leader)
+                    }
+                    _ => {
+                        table.forget_leader(*shard, addr);
+                        false
+                    }
+                }
+            }
+            Error::WrongShard { shard, epoch } => {
+                self.shard.get_or_insert(*shard);
+                table.note_node_answer();
+                table.forget_leader(*shard, addr);
+                // Nodes that host no meta replica refuse ClusterStatus this way;
+                // that says nothing about the map.
+                *shard != META_SHARD && table.is_stale(*epoch)
+            }
+            Error::Unavailable(_) | Error::DeadlineExceeded | Error::Transport(_) => {
+                table.forget_address(addr);
+                false
+            }
+            _ => false,
         }
+    }
+
+    fn next_step(&mut self, table: &RouteTable, addr: &str, err: &Error, jitter: f64) -> Step {
         let (next, after) = match err {
-            // Follow a redirect at once, unless this operation has already been
-            // at that address: then leadership is moving and hints are stale, so
-            // back off before trusting the newest one.
-            Error::NotLeader { shard, leader_addr: Some(leader), .. } if leader != addr => {
-                routes.leaders.insert(*shard, leader.clone());
-                let after = if self.tried.contains(leader) { self.backoff() } else { Duration::ZERO };
+            // Follow a redirect at once, unless this round has already been there:
+            // then leadership is moving and hints are stale, so back off first.
+            Error::NotLeader { leader_addr: Some(leader), .. } if leader != addr => {
+                let after = if self.tried.contains(leader) { self.backoff(jitter) } else { Duration::ZERO };
                 (leader.clone(), after)
             }
-            // No leader known: an election is under way; give it time.
-            Error::NotLeader { shard, .. } => {
-                routes.forget_leader(*shard, addr);
-                (self.next_seed(routes, addr), self.backoff())
-            }
-            // This node has no replica; another may. Back off only once the
-            // operation starts going round the seeds again.
-            Error::WrongShard { shard, .. } => {
-                routes.forget_leader(*shard, addr);
-                let next = self.next_seed(routes, addr);
-                let after = if self.tried.contains(&next) { self.backoff() } else { Duration::ZERO };
+            // No leader known (or a node naming itself): an election is under
+            // way. Give it time, and ask another replica.
+            Error::NotLeader { .. } => (self.next_candidate(table, addr), self.backoff(jitter)),
+            // This node has no replica; another may: at once, unless the round is
+            // over.
+            Error::WrongShard { .. } => {
+                let next = self.next_candidate(table, addr);
+                let after = if self.tried.is_empty() { self.backoff(jitter) } else { Duration::ZERO };
                 (next, after)
             }
-            // Unreachable, overloaded or without quorum: move on, and wait a little.
-            _ => {
-                routes.forget_address(addr);
-                (self.next_seed(routes, addr), self.backoff())
-            }
+            // Unreachable, overloaded or without quorum: another replica, after a
+            // backoff.
+            _ => (self.next_candidate(table, addr), self.backoff(jitter)),
         };
-        self.tried.insert(next.clone());
+        self.tried.push(next.clone());
         Step::Retry { addr: next, after }
     }
 
-    /// The next seed in round-robin order that is not `current` (unless it is the
-    /// only one).
-    fn next_seed(&mut self, routes: &Routes, current: &str) -> String {
-        let seeds = &routes.seeds;
-        for _ in 0..seeds.len() {
-            let seed = &seeds[self.cursor % seeds.len()];
-            self.cursor += 1;
-            if seed != current {
-                return seed.clone();
-            }
+    /// The first candidate not tried in this round. When there is none, a new
+    /// round starts (leaving `tried` empty, which callers read as "back off") at
+    /// the first candidate other than `current`, unless it is the only one.
+    fn next_candidate(&mut self, table: &RouteTable, current: &str) -> String {
+        let candidates = table.candidates(self.shard, self.prefer);
+        if let Some(next) = candidates.iter().find(|addr| !self.tried.contains(addr)) {
+            return next.clone();
         }
-        current.to_string()
+        self.tried.clear();
+        // Not empty: candidates end with the seeds.
+        candidates.iter().find(|addr| *addr != current).unwrap_or(&candidates[0]).clone()
     }
 
-    /// The current backoff; doubles the next one, up to the cap.
-    fn backoff(&mut self) -> Duration {
-        let backoff = self.next_backoff;
-        self.next_backoff = (backoff * 2).min(self.policy.max);
-        backoff
+    /// This step's backoff: full jitter over the current ceiling, which doubles
+    /// per backoff up to the cap.
+    fn backoff(&mut self, jitter: f64) -> Duration {
+        let ceiling = self.policy.initial.saturating_mul(1 << self.backoffs.min(16)).min(self.policy.max);
+        self.backoffs += 1;
+        ceiling.mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Routing;
+    use crate::route_table::tests::table;
 
     const POLICY: BackoffPolicy =
         BackoffPolicy { initial: Duration::from_millis(20), max: Duration::from_millis(500) };
 
-    fn routes() -> Routes {
-        Routes::new(vec!["a:1".into(), "b:1".into(), "c:1".into(), "a:1".into()], None)
-    }
+    /// Every test's jitter sample: half of each ceiling, so the delays read
+    /// 10, 20, 40, … ms.
+    const HALF: f64 = 0.5;
 
-    fn not_leader(shard: ShardId, addr: Option<&str>) -> Error {
-        Error::NotLeader { shard, leader_id: addr.map(|_| 9), leader_addr: addr.map(Into::into) }
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
     }
 
     fn retry(addr: &str, after_ms: u64) -> Step {
-        Step::Retry { addr: addr.into(), after: Duration::from_millis(after_ms) }
+        Step::Retry { addr: addr.into(), after: ms(after_ms) }
     }
 
-    #[test]
-    fn seeds_are_deduplicated() {
-        assert_eq!(routes().seeds, vec!["a:1", "b:1", "c:1"]);
+    fn not_leader(shard: ShardId, leader: Option<&str>) -> Error {
+        Error::NotLeader { shard, leader_id: leader.map(|_| 9), leader_addr: leader.map(Into::into) }
     }
 
-    #[test]
-    fn first_target_prefers_leader_then_last_good_then_first_seed() {
-        let mut routes = routes();
-        assert_eq!(routes.first_target(Some(4)), "a:1");
-        routes.record_success("b:1", None, true);
-        assert_eq!(routes.first_target(Some(4)), "b:1");
-        assert_eq!(routes.first_target(None), "b:1");
-        routes.record_success("c:1", Some(4), true);
-        routes.record_success("a:1", Some(5), false); // a stale read: not a leader
-        assert_eq!(routes.first_target(Some(4)), "c:1");
-        assert_eq!(routes.first_target(Some(5)), "a:1"); // via last_good only
-        assert_eq!(routes.leader(5), None);
+    /// The kinds of operation the policy distinguishes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Read,
+        Write,
     }
 
+    /// Every error kind × (read, write) → the decision, for a linearizable read or
+    /// a write of shard 1 that started at its leader b:1 (replicas a, b, c; seeds
+    /// a, z; map epoch 5; see `route_table::tests::status`).
     #[test]
-    fn redirect_is_followed_at_once_and_cached() {
-        let mut routes = routes();
-        let (mut attempts, first) = Attempts::start(&routes, None, true, POLICY);
-        assert_eq!(first, "a:1");
-        let step = attempts.after_error(&mut routes, "a:1", &not_leader(3, Some("z:9")));
-        assert_eq!(step, retry("z:9", 0));
-        assert_eq!(routes.leader(3), Some("z:9"));
-        // z:9 redirects back to a:1, which this operation has tried: back off.
-        let step = attempts.after_error(&mut routes, "z:9", &not_leader(3, Some("a:1")));
-        assert_eq!(step, retry("a:1", 20));
-        assert_eq!(routes.leader(3), Some("a:1"));
-    }
-
-    #[test]
-    fn election_backs_off_and_moves_on_with_growing_backoff() {
-        let mut routes = routes();
-        routes.record_success("b:1", Some(3), true);
-        let (mut attempts, first) = Attempts::start(&routes, Some(3), true, POLICY);
-        assert_eq!(first, "b:1");
-        let election = not_leader(3, None);
-        assert_eq!(attempts.after_error(&mut routes, "b:1", &election), retry("c:1", 20));
-        assert_eq!(routes.leader(3), None);
-        assert_eq!(attempts.after_error(&mut routes, "c:1", &election), retry("a:1", 40));
-        assert_eq!(attempts.after_error(&mut routes, "a:1", &election), retry("b:1", 80));
-        let delays: Vec<_> = (0..5)
-            .map(|_| match attempts.after_error(&mut routes, "b:1", &election) {
-                Step::Retry { after, .. } => after.as_millis(),
-                Step::GiveUp => panic!("gave up"),
-            })
-            .collect();
-        assert_eq!(delays, vec![160, 320, 500, 500, 500]);
-    }
-
-    #[test]
-    fn redirect_to_self_counts_as_no_leader() {
-        let mut routes = routes();
-        let (mut attempts, _) = Attempts::start(&routes, None, false, POLICY);
-        let step = attempts.after_error(&mut routes, "a:1", &not_leader(3, Some("a:1")));
-        assert_eq!(step, retry("b:1", 20));
-    }
-
-    #[test]
-    fn wrong_shard_tries_untried_seeds_without_waiting() {
-        let mut routes = routes();
-        let (mut attempts, _) = Attempts::start(&routes, None, true, POLICY);
-        let wrong = Error::WrongShard { shard: 2, epoch: 1 };
-        assert_eq!(attempts.after_error(&mut routes, "a:1", &wrong), retry("b:1", 0));
-        assert_eq!(attempts.after_error(&mut routes, "b:1", &wrong), retry("c:1", 0));
-        assert_eq!(attempts.after_error(&mut routes, "c:1", &wrong), retry("a:1", 20));
-    }
-
-    #[test]
-    fn writes_give_up_unless_surely_not_applied() {
-        let mut routes = routes();
-        let (mut writes, _) = Attempts::start(&routes, None, true, POLICY);
-        for err in [Error::Unavailable("no quorum".into()), Error::DeadlineExceeded] {
-            assert_eq!(writes.after_error(&mut routes, "a:1", &err), Step::GiveUp, "{err:?}");
-        }
-        let refused = Error::Transport("connection refused".into());
-        assert_eq!(writes.after_error(&mut routes, "a:1", &refused), retry("b:1", 20));
-    }
-
-    #[test]
-    fn reads_retry_unavailable_and_timeouts_and_forget_the_address() {
-        let mut routes = routes();
-        routes.record_success("a:1", Some(1), true);
-        let (mut reads, first) = Attempts::start(&routes, Some(1), false, POLICY);
-        assert_eq!(first, "a:1");
-        let err = Error::Unavailable("no quorum".into());
-        assert_eq!(reads.after_error(&mut routes, "a:1", &err), retry("b:1", 20));
-        assert_eq!((routes.leader(1), routes.last_good()), (None, None));
-        let step = reads.after_error(&mut routes, "b:1", &Error::DeadlineExceeded);
-        assert_eq!(step, retry("c:1", 40));
-    }
-
-    #[test]
-    fn permanent_errors_give_up() {
-        let mut routes = routes();
-        let (mut reads, _) = Attempts::start(&routes, None, false, POLICY);
-        for err in [
-            Error::InvalidArgument("x".into()),
-            Error::FailedPrecondition("x".into()),
-            Error::AlreadyExists("x".into()),
-            Error::Other { code: tonic::Code::PermissionDenied, message: "x".into() },
-        ] {
-            assert_eq!(reads.after_error(&mut routes, "a:1", &err), Step::GiveUp, "{err:?}");
+    fn decision_table() {
+        use Kind::*;
+        let unknown_leader = not_leader(1, None);
+        let other = |code| Error::Other { code, message: "x".into() };
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Error, Kind, Step, bool)> = vec![
+            // error                                                     op     next                refresh
+            ("hint, untried",        not_leader(1, Some("c:1")),          Read,  retry("c:1", 0),   false),
+            ("hint, untried",        not_leader(1, Some("c:1")),          Write, retry("c:1", 0),   false),
+            ("hint to itself",       not_leader(1, Some("b:1")),          Read,  retry("a:1", 10),  false),
+            ("hint to itself",       not_leader(1, Some("b:1")),          Write, retry("a:1", 10),  false),
+            ("hint, unknown node",   not_leader(1, Some("n:1")),          Read,  retry("n:1", 0),   true),
+            ("hint, unknown node",   not_leader(1, Some("n:1")),          Write, retry("n:1", 0),   true),
+            ("no hint: election",    unknown_leader.clone(),              Read,  retry("a:1", 10),  false),
+            ("no hint: election",    unknown_leader,                      Write, retry("a:1", 10),  false),
+            ("wrong shard, epoch ?", Error::WrongShard { shard: 1, epoch: 0 }, Read,  retry("a:1", 0), true),
+            ("wrong shard, epoch ?", Error::WrongShard { shard: 1, epoch: 0 }, Write, retry("a:1", 0), true),
+            ("wrong shard, newer",   Error::WrongShard { shard: 1, epoch: 6 }, Write, retry("a:1", 0), true),
+            ("wrong shard, older",   Error::WrongShard { shard: 1, epoch: 4 }, Read,  retry("a:1", 0), false),
+            ("wrong shard, same",    Error::WrongShard { shard: 1, epoch: 5 }, Write, retry("a:1", 0), false),
+            ("unavailable",          Error::Unavailable("no quorum".into()),  Read,  retry("a:1", 10), false),
+            ("unavailable: unknown", Error::Unavailable("no quorum".into()),  Write, Step::GiveUp,     false),
+            ("timeout",              Error::DeadlineExceeded,             Read,  retry("a:1", 10),  false),
+            ("timeout: unknown",     Error::DeadlineExceeded,             Write, Step::GiveUp,      false),
+            ("connect failure",      Error::Transport("refused".into()),  Read,  retry("a:1", 10),  false),
+            ("connect failure",      Error::Transport("refused".into()),  Write, retry("a:1", 10),  false),
+            ("invalid argument",     Error::InvalidArgument("x".into()),  Read,  Step::GiveUp,      false),
+            ("invalid argument",     Error::InvalidArgument("x".into()),  Write, Step::GiveUp,      false),
+            ("failed precondition",  Error::FailedPrecondition("x".into()), Read, Step::GiveUp,     false),
+            ("failed precondition",  Error::FailedPrecondition("x".into()), Write, Step::GiveUp,    false),
+            ("already exists",       Error::AlreadyExists("x".into()),    Write, Step::GiveUp,      false),
+            ("not found",            Error::NotFound("x".into()),         Read,  Step::GiveUp,      false),
+            ("permission denied",    other(tonic::Code::PermissionDenied), Read, Step::GiveUp,      false),
+            ("resource exhausted",   other(tonic::Code::ResourceExhausted), Write, Step::GiveUp,    false),
+            ("internal",             other(tonic::Code::Internal),        Read,  Step::GiveUp,      false),
+            ("internal",             other(tonic::Code::Internal),        Write, Step::GiveUp,      false),
+        ];
+        for (name, err, kind, want_step, want_refresh) in cases {
+            let mut table = table(Routing::Auto);
+            let (mut attempts, first) = Attempts::start(&mut table, Some(1), kind == Write, false, POLICY);
+            assert_eq!(first, "b:1", "{name}: starts at the leader");
+            let decision = attempts.after_error(&mut table, "b:1", &err, HALF);
+            let want = Decision { step: want_step.clone(), refresh_map: want_refresh };
+            assert_eq!(decision, want, "{name} ({kind:?})");
+            // Giving up a write leaves its outcome unknown exactly when the error says so.
+            if kind == Write && want_step == Step::GiveUp {
+                let unknown = matches!(err, Error::Unavailable(_) | Error::DeadlineExceeded);
+                assert_eq!(err.may_have_been_applied(), unknown, "{name}");
+                assert!(!err.surely_not_applied(), "{name}");
+            }
         }
     }
 
+    /// What each error does to the routing table.
     #[test]
-    fn single_seed_retries_itself() {
-        let mut routes = Routes::new(vec!["a:1".into()], None);
-        let (mut reads, _) = Attempts::start(&routes, None, false, POLICY);
+    fn errors_update_the_table() {
+        let mut table = table(Routing::Auto);
+        let (mut attempts, _) = Attempts::start(&mut table, Some(1), true, false, POLICY);
+        attempts.after_error(&mut table, "b:1", &not_leader(1, Some("c:1")), HALF);
+        assert_eq!(table.leader(1), Some("c:1"), "hint cached");
+        attempts.after_error(&mut table, "c:1", &not_leader(1, None), HALF);
+        assert_eq!(table.leader(1), None, "denial forgets the leader");
+
+        table.note_leader(1, "a:1");
+        table.note_leader(2, "a:1");
+        table.record_success("a:1", None, false);
+        let (mut reads, first) = Attempts::start(&mut table, Some(1), false, false, POLICY);
+        assert_eq!(first, "a:1");
+        reads.after_error(&mut table, "a:1", &Error::Unavailable("x".into()), HALF);
+        assert_eq!((table.leader(1), table.leader(2), table.last_good()), (None, None, None));
+    }
+
+    #[test]
+    fn the_shard_is_learned_from_the_first_detail() {
+        let mut table = table(Routing::Auto);
+        let (mut attempts, first) = Attempts::start(&mut table, None, true, false, POLICY);
+        assert_eq!((first.as_str(), attempts.shard()), ("a:1", None));
+        // a:1 hosts no replica of shard 3 (c, d): the next try is among its replicas.
+        let decision =
+            attempts.after_error(&mut table, "a:1", &Error::WrongShard { shard: 3, epoch: 0 }, HALF);
+        assert_eq!(decision.step, retry("d:1", 0));
+        assert_eq!(attempts.shard(), Some(3));
+    }
+
+    #[test]
+    fn auto_switches_to_direct_on_the_first_node_answer() {
+        let mut table =
+            crate::route_table::RouteTable::new(vec!["r:1".into(), "s:1".into()], Routing::Auto, None);
+        table.install(
+            crate::route_table::ClusterView::from_status(&crate::route_table::tests::status()).unwrap(),
+        );
+        assert!(!table.direct());
+        let (mut attempts, first) = Attempts::start(&mut table, Some(1), true, false, POLICY);
+        assert_eq!(first, "r:1");
+        let decision = attempts.after_error(&mut table, "r:1", &not_leader(1, None), HALF);
+        assert!(table.direct());
+        assert_eq!(decision.step, retry("b:1", 10), "the map's leader of shard 1");
+    }
+
+    #[test]
+    fn rounds_back_off_and_the_backoff_grows_to_its_cap() {
+        let mut table = table(Routing::Auto);
+        let (mut reads, _) = Attempts::start(&mut table, Some(1), false, false, POLICY);
         let err = Error::Unavailable("x".into());
-        assert_eq!(reads.after_error(&mut routes, "a:1", &err), retry("a:1", 20));
+        // Candidates for shard 1 once b:1 is forgotten: a, c, z (b: still a replica).
+        let mut addr = "b:1".to_string();
+        let mut steps = Vec::new();
+        for _ in 0..8 {
+            let Step::Retry { addr: next, after } = reads.after_error(&mut table, &addr, &err, 1.0).step
+            else {
+                panic!("a read gives up on unavailable");
+            };
+            steps.push((next.clone(), after.as_millis()));
+            addr = next;
+        }
+        let want = [("a:1", 20), ("c:1", 40), ("z:1", 80), ("a:1", 160), ("b:1", 320), ("c:1", 500)];
+        let got: Vec<_> = steps.iter().take(6).map(|(a, ms)| (a.as_str(), *ms)).collect();
+        assert_eq!(got, want);
+        assert_eq!(steps[7].1, 500, "capped");
     }
 
     #[test]
-    fn cluster_status_refresh_is_rate_limited_and_stops_once_known() {
-        let mut routes = routes();
-        let now = Instant::now();
-        assert!(routes.should_refresh(now));
-        assert!(!routes.should_refresh(now + Duration::from_secs(1)));
-        assert!(routes.should_refresh(now + REFRESH_INTERVAL));
-        routes.record_cluster_status(32, [(1, "c:1".to_string())]);
-        assert!(!routes.should_refresh(now + REFRESH_INTERVAL * 5));
-        assert_eq!(routes.shard_count, Some(32));
-        assert_eq!(routes.first_target(Some(1)), "c:1");
+    fn jitter_scales_the_backoff() {
+        for (jitter, want_ms) in [(0.0, 0), (0.25, 5), (0.999, 19), (7.0, 20), (-1.0, 0)] {
+            let mut table = table(Routing::Auto);
+            let (mut reads, _) = Attempts::start(&mut table, Some(1), false, false, POLICY);
+            let step = reads.after_error(&mut table, "b:1", &Error::DeadlineExceeded, jitter).step;
+            let Step::Retry { after, .. } = step else { panic!("gave up") };
+            assert_eq!(after.as_millis(), want_ms, "jitter {jitter}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_loop_backs_off() {
+        let mut table = table(Routing::Auto);
+        let (mut attempts, _) = Attempts::start(&mut table, Some(1), true, false, POLICY);
+        let to_c = attempts.after_error(&mut table, "b:1", &not_leader(1, Some("c:1")), HALF);
+        assert_eq!(to_c.step, retry("c:1", 0));
+        let back_to_b = attempts.after_error(&mut table, "c:1", &not_leader(1, Some("b:1")), HALF);
+        assert_eq!(back_to_b.step, retry("b:1", 10), "b:1 was tried this round");
+        assert_eq!(table.leader(1), Some("b:1"));
+    }
+
+    #[test]
+    fn wrong_shard_walks_the_round_then_backs_off() {
+        let mut table = table(Routing::Auto);
+        let (mut attempts, _) = Attempts::start(&mut table, Some(1), true, false, POLICY);
+        let wrong = Error::WrongShard { shard: 1, epoch: 5 };
+        let mut addr = "b:1".to_string();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let Step::Retry { addr: next, after } =
+                attempts.after_error(&mut table, &addr, &wrong, HALF).step
+            else {
+                panic!("WrongShard is retried");
+            };
+            got.push((next.clone(), after.as_millis()));
+            addr = next;
+        }
+        // b denies, so the leader cache drops it: a, c, z, then a new round.
+        let got: Vec<_> = got.iter().map(|(a, ms)| (a.as_str(), *ms)).collect();
+        assert_eq!(got, [("a:1", 0), ("c:1", 0), ("z:1", 0), ("a:1", 10)]);
+    }
+
+    #[test]
+    fn stale_reads_start_at_successive_replicas_and_fall_back() {
+        let mut table = table(Routing::Auto);
+        let firsts: Vec<String> =
+            (0..4).map(|_| Attempts::start(&mut table, Some(1), false, true, POLICY).1).collect();
+        assert_eq!(firsts, ["a:1", "b:1", "c:1", "a:1"]);
+        let (mut stale, first) = Attempts::start(&mut table, Some(1), false, true, POLICY);
+        assert_eq!(first, "b:1");
+        let step = stale.after_error(&mut table, "b:1", &Error::Transport("refused".into()), HALF).step;
+        assert_eq!(step, retry("c:1", 10), "the next replica in rotation");
+    }
+
+    #[test]
+    fn a_single_seed_without_a_map_retries_itself() {
+        let mut table = crate::route_table::RouteTable::new(vec!["a:1".into()], Routing::Auto, None);
+        let (mut reads, first) = Attempts::start(&mut table, None, false, false, POLICY);
+        assert_eq!(first, "a:1");
+        let step = reads.after_error(&mut table, "a:1", &Error::Unavailable("x".into()), HALF).step;
+        assert_eq!(step, retry("a:1", 10));
+    }
+
+    #[test]
+    fn meta_shard_wrong_shard_does_not_refresh() {
+        let mut table = table(Routing::Auto);
+        let (mut status, first) = Attempts::start(&mut table, Some(META_SHARD), false, false, POLICY);
+        assert_eq!(first, "a:1", "the meta leader");
+        let decision =
+            status.after_error(&mut table, "a:1", &Error::WrongShard { shard: META_SHARD, epoch: 0 }, HALF);
+        assert_eq!(decision, Decision { step: retry("b:1", 0), refresh_map: false });
+        let decision = status.after_error(&mut table, "b:1", &not_leader(META_SHARD, Some("c:1")), HALF);
+        assert_eq!(decision, Decision { step: retry("c:1", 0), refresh_map: false });
     }
 }

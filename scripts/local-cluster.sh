@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 profile=release
 [ "${1:-}" = "--debug" ] && profile=debug
-if [ "$profile" = release ]; then cargo build --release -q -p ringkv-node -p ringkv-client; else cargo build -q -p ringkv-node -p ringkv-client; fi
+if [ "$profile" = release ]; then cargo build --release -q -p ringkv-node -p ringkv-cli; else cargo build -q -p ringkv-node -p ringkv-cli; fi
 bin="target/$profile"
 data="${RINGKV_DATA:-ringkv-data}"
 ports=(7001 7002 7003)

@@ -1,0 +1,162 @@
+//! Running one client command (kv, status, cluster) with the client library and
+//! printing its answer through [`crate::output`].
+
+use std::io::Write;
+use std::time::Duration;
+
+use ringkv_client::{Client, ClientOptions, Condition, Consistency, Error, PutOptions};
+
+use crate::args::{ClientArgs, ClusterCommand, Command, DEFAULT_ADDR, StatusArgs};
+use crate::output::{
+    self, EXIT_NEGATIVE, EXIT_OK, EXIT_PRECONDITION, Failure, delete_line, init_line, put_line,
+};
+
+/// Runs one client command, printing its answer to `out` (and `-v` details and
+/// `(not found)` to `err`); returns the exit status of an answer, or the failure.
+/// `dev`, `node` and `router` are not client commands: `main` runs them.
+pub async fn run(
+    args: ClientArgs,
+    command: Command,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<u8, Failure> {
+    let is_init = matches!(command, Command::Cluster(ClusterCommand::Init { .. }));
+    let default_timeout_ms = if is_init { 60_000 } else { 10_000 };
+    let opts = ClientOptions {
+        request_timeout: Duration::from_millis(args.timeout_ms.unwrap_or(default_timeout_ms)),
+        ..ClientOptions::default()
+    };
+    let mut addrs = args.addr;
+    if addrs.is_empty() {
+        addrs = match &command {
+            Command::Cluster(ClusterCommand::Init { nodes, .. }) => {
+                nodes.0.iter().take(1).map(|(_, addr)| addr.clone()).collect()
+            }
+            _ => vec![DEFAULT_ADDR.to_string()],
+        };
+    }
+    let client = Client::connect(addrs.clone(), opts).map_err(|e| Failure::from_client(e, &addrs))?;
+    let verbose = args.verbose;
+    let failed = |e: Error| Failure::from_client(e, &addrs);
+
+    match command {
+        Command::Get { key, stale } => {
+            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
+            match client.get(key, consistency).await.map_err(failed)? {
+                Some(got) => {
+                    out.write_all(&got.value)?;
+                    out.write_all(b"\n")?;
+                    if verbose {
+                        writeln!(err, "version={} ttl_ms={}", got.version, got.ttl_ms.unwrap_or(0))?;
+                    }
+                    Ok(EXIT_OK)
+                }
+                None => {
+                    writeln!(err, "(not found)")?;
+                    Ok(EXIT_NEGATIVE)
+                }
+            }
+        }
+        Command::Put { key, value, ttl_ms, if_absent, if_version } => {
+            let condition = match (if_absent, if_version) {
+                (true, _) => Condition::IfAbsent,
+                (false, Some(version)) => Condition::IfVersion(version),
+                (false, None) => Condition::None,
+            };
+            let put = client.put(key, value, PutOptions { ttl_ms, condition }).await.map_err(failed)?;
+            answer(out, put_line(put))
+        }
+        Command::Del { key, if_version } => {
+            let deleted = client.delete(key, if_version).await.map_err(failed)?;
+            answer(out, delete_line(deleted.deleted, deleted.version))
+        }
+        Command::Touch { key, ttl_ms } => {
+            let touched = client.touch(key, ttl_ms).await.map_err(failed)?;
+            let line = match touched.found {
+                true => (format!("OK ttl_ms={}", touched.ttl_ms.unwrap_or(0)), EXIT_OK),
+                false => ("(not found)".to_string(), EXIT_NEGATIVE),
+            };
+            answer(out, line)
+        }
+        Command::Incr { key, delta, ttl_ms } => {
+            let counter = client.increment(key, delta, ttl_ms).await.map_err(failed)?;
+            writeln!(out, "{}", counter.value)?;
+            if verbose {
+                writeln!(err, "version={}", counter.version)?;
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Cluster(ClusterCommand::Init { nodes, shards, replicas }) => {
+            if replicas as usize > nodes.0.len() {
+                let count = nodes.0.len();
+                return Err(Failure::usage(format!(
+                    "--replicas {replicas} is more than the {count} nodes given"
+                )));
+            }
+            let created = client.init_cluster(nodes.0, shards, replicas).await.map_err(|err| match err {
+                Error::AlreadyExists(reason) => Failure::new(
+                    EXIT_PRECONDITION,
+                    format!("cluster init refused: already initialized: {reason}"),
+                ),
+                err => {
+                    let failure = Failure::from_client(err, &addrs);
+                    Failure { message: format!("cluster init failed: {}", failure.message), ..failure }
+                }
+            })?;
+            answer(out, (init_line(&created), EXIT_OK))
+        }
+        Command::Status(StatusArgs { json })
+        | Command::Cluster(ClusterCommand::Status(StatusArgs { json })) => {
+            let status = client.cluster_status().await.map_err(failed)?;
+            let text = if json { output::status_json_text(&status) } else { output::status_text(&status) };
+            out.write_all(text.as_bytes())?;
+            Ok(EXIT_OK)
+        }
+        Command::Dev(_) | Command::Node(_) | Command::Router(_) => {
+            unreachable!("main runs dev, node and router itself")
+        }
+    }
+}
+
+fn answer(out: &mut impl Write, (line, exit): (String, u8)) -> Result<u8, Failure> {
+    writeln!(out, "{line}")?;
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::Cli;
+    use crate::output::{EXIT_UNAVAILABLE, EXIT_USAGE};
+
+    async fn run_args(args: &[&str]) -> (Result<u8, Failure>, String, String) {
+        let cli = Cli::try_parse_from(std::iter::once("ringkv").chain(args.iter().copied())).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = run(cli.client, cli.command, &mut out, &mut err).await;
+        (result, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[tokio::test]
+    async fn invalid_arguments_fail_before_connecting() {
+        // Nothing listens on the address; the empty key must be refused first.
+        let (result, out, _) = run_args(&["--addr", "127.0.0.1:9", "get", ""]).await;
+        assert_eq!(result, Err(Failure::new(EXIT_USAGE, "invalid argument: key is empty")));
+        assert!(out.is_empty());
+        let (result, _, _) = run_args(&["cluster", "init", "--nodes", "1=a:1,2=b:1"]).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.exit, EXIT_USAGE);
+        assert!(failure.message.contains("--replicas 3 is more than the 2 nodes"));
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unavailable_with_a_hint() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let (result, _, _) = run_args(&["--addr", &closed, "--timeout-ms", "2000", "get", "k"]).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.exit, EXIT_UNAVAILABLE, "{failure:?}");
+        assert!(failure.message.starts_with("cannot connect"), "{failure:?}");
+        assert!(failure.render().contains(&format!("hint: nothing answers at {closed};")), "{failure:?}");
+    }
+}

@@ -1,0 +1,51 @@
+//! # ringkv-cli
+//!
+//! The `ringkv` command line. `main.rs` parses and dispatches; everything else is
+//! here so that it is tested without starting a process:
+//!
+//! - [`args`]: the clap definition and the parsers of addresses, durations
+//!   (`30s`, `1500ms`, `5m`, `2h`, `1d`, bare milliseconds) and node lists.
+//! - [`commands`]: the client commands (`get`, `put`, `del`, `touch`, `incr`,
+//!   `status`, `cluster init`) run with `ringkv-client`.
+//! - [`output`]: every text `ringkv` prints and every exit status, as pure
+//!   functions (golden-tested in `tests/golden.rs`).
+//! - [`dev`]: `ringkv dev`, a local 3-node cluster plus router as child processes.
+//! - [`router`]: what `ringkv router` runs (a stub until ringkv-router lands).
+//!
+//! ## One binary, many roles
+//!
+//! `ringkv` is a multi-call binary: besides the client commands it runs a node
+//! (`ringkv node`, the flags of `ringkv-node`) and a router (`ringkv router`),
+//! both hidden from `--help`. That is what lets `ringkv dev` start a whole cluster
+//! from the one executable a newcomer has built, by re-running itself. It is also
+//! why the CLI is its own crate: it depends on the node and the router, and the
+//! client library must not (the router is built on the client, and applications
+//! using the client should not compile openraft and sled).
+//!
+//! ## Exit statuses
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | done: found, written, deleted |
+//! | 1 | negative answer: key not found, condition failed |
+//! | 2 | usage error or invalid argument |
+//! | 3 | unavailable: no connection, no quorum or leader, deadline exceeded |
+//! | 4 | failed precondition: incr of a non-integer, cluster already initialized |
+//! | 5 | any other error |
+//!
+//! Errors are one `error: <message>` line on stderr, sometimes followed by a
+//! `hint: ...` line; never a `Debug` dump.
+//!
+//! ## Caveats / not done yet
+//!
+//! - `ringkv router` is a stub that exits with an error; `ringkv dev` starts no
+//!   router meanwhile and hands out the node addresses as its endpoint.
+//! - No `admin` commands (add-node, drain, rebalance) yet: they come with
+//!   rebalancing.
+//! - Values are taken from the command line only (no stdin, no files).
+
+pub mod args;
+pub mod commands;
+pub mod dev;
+pub mod output;
+pub mod router;

@@ -1,0 +1,319 @@
+//! Everything `ringkv` prints, as pure functions of what it has to say: answer
+//! lines, the status table and its JSON form, error messages, and the exit status
+//! of each outcome. Kept free of I/O so golden tests pin the exact text.
+
+use ringkv_client::{Error, PutResult};
+use ringkv_proto::v1::{ClusterStatusResponse, InitClusterResponse, ShardStatus};
+use serde_json::{Value, json};
+
+/// Exit status: done (found, written, deleted).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a negative answer, not an error: key not found, condition failed.
+pub const EXIT_NEGATIVE: u8 = 1;
+/// Exit status: bad usage or invalid argument (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the cluster could not answer: no connection, no quorum or leader,
+/// deadline exceeded. Retrying later may help.
+pub const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit status: the request is well formed but the state refuses it (incr of a
+/// non-integer, cluster already initialized). Retrying unchanged will not help.
+pub const EXIT_PRECONDITION: u8 = 4;
+/// Exit status: any other error.
+pub const EXIT_OTHER: u8 = 5;
+
+/// Why a command failed: the `error: ...` message, an optional `hint: ...` on
+/// what to try, and the exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub exit: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(exit: u8, message: impl Into<String>) -> Failure {
+        Failure { exit, message: message.into(), hint: None }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(EXIT_USAGE, message)
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// A client error as the CLI reports it; `addrs` are the addresses the
+    /// command was given, named in hints about reachability.
+    pub fn from_client(err: Error, addrs: &[String]) -> Failure {
+        let exit = exit_status(&err);
+        let hint = match &err {
+            Error::Transport(_) => Some(format!(
+                "nothing answers at {}; is the cluster running? `ringkv dev` starts a local one, \
+                 --addr or RINGKV_ADDR point elsewhere",
+                addrs.join(",")
+            )),
+            Error::DeadlineExceeded => Some("--timeout-ms allows more time".to_string()),
+            Error::Unavailable(_) | Error::NotLeader { .. } | Error::WrongShard { .. } => Some(
+                "a shard may be electing a leader, moving, or short of a quorum; `ringkv status` shows which"
+                    .into(),
+            ),
+            _ => None,
+        };
+        let message = match err {
+            // tonic's descriptions are sentences ("The caller does not have
+            // permission..."); the code's name reads better in one line.
+            Error::Other { code, message } => format!("{}: {message}", code_name(code)),
+            err => err.to_string(),
+        };
+        Failure { exit, message, hint }
+    }
+
+    /// The text on stderr: `error: <message>`, then `hint: <hint>` if any.
+    pub fn render(&self) -> String {
+        match &self.hint {
+            Some(hint) => format!("error: {}\nhint: {hint}\n", self.message),
+            None => format!("error: {}\n", self.message),
+        }
+    }
+}
+
+/// The exit status of a client error: what a script should do next.
+pub fn exit_status(err: &Error) -> u8 {
+    match err {
+        Error::InvalidArgument(_) => EXIT_USAGE,
+        // A redirect or wrong-shard answer still standing after every retry means
+        // leadership or placement is moving: unavailable for now.
+        Error::Unavailable(_)
+        | Error::DeadlineExceeded
+        | Error::Transport(_)
+        | Error::NotLeader { .. }
+        | Error::WrongShard { .. } => EXIT_UNAVAILABLE,
+        Error::FailedPrecondition(_) | Error::AlreadyExists(_) => EXIT_PRECONDITION,
+        _ => EXIT_OTHER,
+    }
+}
+
+/// `PermissionDenied` → `permission denied`.
+fn code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for c in format!("{code:?}").chars() {
+        if c.is_ascii_uppercase() && !name.is_empty() {
+            name.push(' ');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Failure::new(EXIT_OTHER, format!("writing output: {err}"))
+    }
+}
+
+/// The answer line of a put and its exit status.
+pub fn put_line(put: PutResult) -> (String, u8) {
+    match put.succeeded {
+        true => (format!("OK version={}", put.version), EXIT_OK),
+        false => (format!("(condition failed) version={}", put.version), EXIT_NEGATIVE),
+    }
+}
+
+/// A delete that did nothing reports the key's current version: 0 means the key
+/// is absent, anything else that `--if-version` did not match.
+pub fn delete_line(deleted: bool, version: u64) -> (String, u8) {
+    match (deleted, version) {
+        (true, version) => (format!("OK version={version}"), EXIT_OK),
+        (false, 0) => ("(not found)".to_string(), EXIT_NEGATIVE),
+        (false, version) => (format!("(condition failed) version={version}"), EXIT_NEGATIVE),
+    }
+}
+
+pub fn init_line(created: &InitClusterResponse) -> String {
+    format!(
+        "OK cluster_id={} epoch={} shards={} replicas={}",
+        created.cluster_id, created.epoch, created.shards, created.replicas
+    )
+}
+
+/// The cluster status for people: a summary line, the nodes, then one row per
+/// shard. Shard 0 is the meta shard; `-` stands for "no leader known" and for
+/// the numbers only a leader reports. In REPLICAS, `*` marks the leader and `?`
+/// a member whose node did not report on it (down, slow, or not yet created).
+pub fn status_text(status: &ClusterStatusResponse) -> String {
+    let mut text = format!(
+        "cluster {}  epoch {}  shards {}  replicas {}\n\n",
+        status.cluster_id, status.epoch, status.shards, status.replicas
+    );
+    let nodes: Vec<[String; 3]> = status
+        .nodes
+        .iter()
+        .map(|node| [node.id.to_string(), node.addr.clone(), dash_if_empty(&node.state)])
+        .collect();
+    text.push_str(&table(["NODE", "ADDRESS", "STATE"], &nodes));
+    text.push('\n');
+    let shards: Vec<[String; 6]> = status.shard_status.iter().map(shard_row).collect();
+    text.push_str(&table(["SHARD", "LEADER", "TERM", "APPLIED", "LAG", "REPLICAS"], &shards));
+    let leaderless = status.shard_status.iter().filter(|shard| shard.leader_id == 0).count();
+    if leaderless > 0 {
+        text.push_str(&format!("\nshards without a leader: {leaderless} of {}\n", status.shard_status.len()));
+    }
+    text.push_str("\n* leader  ? did not report\n");
+    text
+}
+
+fn shard_row(shard: &ShardStatus) -> [String; 6] {
+    let name = match shard.shard {
+        0 => "0 (meta)".to_string(),
+        id => id.to_string(),
+    };
+    let replicas: Vec<String> = shard
+        .replicas
+        .iter()
+        .map(|&node| {
+            let reported = shard.replica_status.iter().any(|replica| replica.node_id == node);
+            let mark = match (node == shard.leader_id, reported) {
+                (true, _) => "*",
+                (false, true) => "",
+                (false, false) => "?",
+            };
+            format!("{node}{mark}")
+        })
+        .collect();
+    let replicas = replicas.join(",");
+    match shard.leader_id {
+        0 => [name, "-".into(), "-".into(), "-".into(), "-".into(), replicas],
+        leader => [
+            name,
+            leader.to_string(),
+            shard.term.to_string(),
+            shard.applied_index.to_string(),
+            shard.max_lag.to_string(),
+            replicas,
+        ],
+    }
+}
+
+fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() { "-".to_string() } else { text.to_string() }
+}
+
+/// Left-aligned columns two spaces apart, without trailing spaces.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    let header = header.map(String::from);
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// The cluster status for programs: one JSON object with the field names of
+/// `Admin.ClusterStatus` (proto/proto/ringkv/v1/admin.proto), so the schema is
+/// documented there. The only difference: "no leader" is `null`, not 0.
+pub fn status_json(status: &ClusterStatusResponse) -> Value {
+    let leader = |id: u64| if id == 0 { Value::Null } else { json!(id) };
+    json!({
+        "cluster_id": status.cluster_id,
+        "epoch": status.epoch,
+        "shards": status.shards,
+        "replicas": status.replicas,
+        "nodes": status.nodes.iter().map(|node| json!({
+            "id": node.id,
+            "addr": node.addr,
+            "state": node.state,
+        })).collect::<Vec<_>>(),
+        "shard_status": status.shard_status.iter().map(|shard| json!({
+            "shard": shard.shard,
+            "replicas": shard.replicas,
+            "leader_id": leader(shard.leader_id),
+            "term": shard.term,
+            "applied_index": shard.applied_index,
+            "max_lag": shard.max_lag,
+            "replica_status": shard.replica_status.iter().map(|replica| json!({
+                "node_id": replica.node_id,
+                "role": replica.role,
+                "term": replica.term,
+                "last_applied": replica.last_applied,
+                "last_log": replica.last_log,
+                "leader_id": leader(replica.leader_id),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// [`status_json`] as printed: pretty, keys sorted, one trailing newline.
+pub fn status_json_text(status: &ClusterStatusResponse) -> String {
+    let mut text =
+        serde_json::to_string_pretty(&status_json(status)).expect("a JSON value always serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        assert_eq!(put_line(PutResult { succeeded: true, version: 12 }), ("OK version=12".into(), 0));
+        assert_eq!(
+            put_line(PutResult { succeeded: false, version: 7 }),
+            ("(condition failed) version=7".into(), EXIT_NEGATIVE)
+        );
+        assert_eq!(delete_line(true, 9), ("OK version=9".into(), 0));
+        assert_eq!(delete_line(false, 0), ("(not found)".into(), EXIT_NEGATIVE));
+        assert_eq!(delete_line(false, 4), ("(condition failed) version=4".into(), EXIT_NEGATIVE));
+        let created = InitClusterResponse { cluster_id: "c1".into(), epoch: 1, shards: 32, replicas: 3 };
+        assert_eq!(init_line(&created), "OK cluster_id=c1 epoch=1 shards=32 replicas=3");
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let cases = [
+            (Error::InvalidArgument("x".into()), EXIT_USAGE),
+            (Error::Unavailable("x".into()), EXIT_UNAVAILABLE),
+            (Error::DeadlineExceeded, EXIT_UNAVAILABLE),
+            (Error::Transport("x".into()), EXIT_UNAVAILABLE),
+            (Error::NotLeader { shard: 1, leader_id: None, leader_addr: None }, EXIT_UNAVAILABLE),
+            (Error::WrongShard { shard: 1, epoch: 2 }, EXIT_UNAVAILABLE),
+            (Error::FailedPrecondition("x".into()), EXIT_PRECONDITION),
+            (Error::AlreadyExists("x".into()), EXIT_PRECONDITION),
+            (Error::NotFound("x".into()), EXIT_OTHER),
+            (Error::Other { code: tonic::Code::Internal, message: "x".into() }, EXIT_OTHER),
+        ];
+        for (err, want) in cases {
+            assert_eq!(exit_status(&err), want, "{err:?}");
+            assert!(want >= 2, "errors never exit 0 or 1");
+        }
+    }
+
+    #[test]
+    fn code_names() {
+        assert_eq!(code_name(tonic::Code::PermissionDenied), "permission denied");
+        assert_eq!(code_name(tonic::Code::Internal), "internal");
+        assert_eq!(code_name(tonic::Code::ResourceExhausted), "resource exhausted");
+    }
+
+    #[test]
+    fn empty_table_is_just_headers() {
+        assert_eq!(table(["A", "BB"], &[]), "A  BB\n");
+    }
+}

@@ -1,0 +1,167 @@
+//! Golden tests of everything `ringkv` prints for status and errors: a fixed
+//! input is rendered and compared byte for byte with a file in `tests/golden/`.
+//! A change in output format shows up as a diff of that file.
+//!
+//! To accept new output: `RINGKV_BLESS=1 cargo test -p ringkv-cli --test golden`,
+//! then review the diff of `cli/tests/golden/`.
+
+use std::path::PathBuf;
+
+use ringkv_cli::output::{Failure, status_json, status_json_text, status_text};
+use ringkv_client::Error;
+use ringkv_proto::v1::{ClusterStatusResponse, NodeAddress, ReplicaStatus, ShardStatus};
+
+fn check_golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("RINGKV_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("read {}: {err} (RINGKV_BLESS=1 creates it)", path.display()));
+    assert!(
+        actual == expected,
+        "{name} differs from {}\n--- expected\n{expected}\n--- actual\n{actual}\n(RINGKV_BLESS=1 accepts the actual output)",
+        path.display()
+    );
+}
+
+fn replica(
+    shard: u32,
+    node_id: u64,
+    role: &str,
+    term: u64,
+    last_applied: u64,
+    leader_id: u64,
+) -> ReplicaStatus {
+    ReplicaStatus { shard, node_id, role: role.into(), term, last_applied, last_log: last_applied, leader_id }
+}
+
+/// Three nodes (one draining), the meta shard and three data shards: healthy,
+/// lagging, leaderless with a silent replica, and led with a silent replica.
+fn fixture() -> ClusterStatusResponse {
+    let node = |id: u64, addr: &str, state: &str| NodeAddress { id, addr: addr.into(), state: state.into() };
+    ClusterStatusResponse {
+        cluster_id: "5f3a9c1e0b7d2468".into(),
+        epoch: 7,
+        shards: 3,
+        replicas: 3,
+        nodes: vec![
+            node(1, "127.0.0.1:7001", "active"),
+            node(2, "127.0.0.1:7002", "active"),
+            node(3, "10.0.0.3:7003", "draining"),
+        ],
+        shard_status: vec![
+            ShardStatus {
+                shard: 0,
+                replicas: vec![1, 2, 3],
+                leader_id: 1,
+                term: 2,
+                applied_index: 17,
+                max_lag: 0,
+                replica_status: vec![
+                    replica(0, 1, "leader", 2, 17, 1),
+                    replica(0, 2, "follower", 2, 17, 1),
+                    replica(0, 3, "follower", 2, 17, 1),
+                ],
+            },
+            ShardStatus {
+                shard: 1,
+                replicas: vec![2, 3, 1],
+                leader_id: 2,
+                term: 3,
+                applied_index: 1204,
+                max_lag: 12,
+                replica_status: vec![
+                    replica(1, 2, "leader", 3, 1204, 2),
+                    replica(1, 3, "follower", 3, 1192, 2),
+                    replica(1, 1, "follower", 3, 1204, 2),
+                ],
+            },
+            ShardStatus {
+                shard: 2,
+                replicas: vec![3, 1, 2],
+                leader_id: 0,
+                term: 0,
+                applied_index: 0,
+                max_lag: 0,
+                replica_status: vec![
+                    replica(2, 1, "candidate", 5, 40, 0),
+                    replica(2, 2, "follower", 4, 40, 0),
+                ],
+            },
+            ShardStatus {
+                shard: 3,
+                replicas: vec![1, 2, 3],
+                leader_id: 3,
+                term: 1,
+                applied_index: 9,
+                max_lag: 0,
+                replica_status: vec![replica(3, 3, "leader", 1, 9, 3), replica(3, 1, "follower", 1, 9, 3)],
+            },
+        ],
+    }
+}
+
+#[test]
+fn status_as_text() {
+    check_golden("status.txt", &status_text(&fixture()));
+}
+
+#[test]
+fn status_as_json() {
+    let text = status_json_text(&fixture());
+    check_golden("status.json", &text);
+    // What scripts rely on: one object, proto field names, null for no leader.
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(parsed, status_json(&fixture()));
+    assert_eq!(parsed["shard_status"][2]["leader_id"], serde_json::Value::Null);
+    assert_eq!(parsed["shard_status"][1]["max_lag"], 12);
+    assert_eq!(parsed["nodes"][2]["state"], "draining");
+}
+
+#[test]
+fn empty_status() {
+    let empty = ClusterStatusResponse::default();
+    check_golden("status-empty.txt", &status_text(&empty));
+}
+
+/// Every kind of client error as the CLI prints it, with its exit status.
+#[test]
+fn errors() {
+    let addrs = vec!["127.0.0.1:7000".to_string()];
+    let cases: Vec<(&str, Failure)> = vec![
+        ("InvalidArgument", Error::InvalidArgument("key is empty".into())),
+        (
+            "NotLeader, leader known",
+            Error::NotLeader { shard: 7, leader_id: Some(2), leader_addr: Some("127.0.0.1:7002".into()) },
+        ),
+        ("NotLeader, election", Error::NotLeader { shard: 7, leader_id: None, leader_addr: None }),
+        ("WrongShard", Error::WrongShard { shard: 9, epoch: 4 }),
+        (
+            "FailedPrecondition",
+            Error::FailedPrecondition("the value at \"session:1\" is not a decimal 64-bit integer".into()),
+        ),
+        ("Unavailable", Error::Unavailable("no quorum for shard 3".into())),
+        ("DeadlineExceeded", Error::DeadlineExceeded),
+        ("AlreadyExists", Error::AlreadyExists("node 1 already belongs to cluster 5f3a".into())),
+        ("NotFound", Error::NotFound("no such node 9".into())),
+        (
+            "Transport",
+            Error::Transport("127.0.0.1:7000: tcp connect error: Connection refused (os error 111)".into()),
+        ),
+        ("Other", Error::Other { code: tonic::Code::PermissionDenied, message: "bad token".into() }),
+    ]
+    .into_iter()
+    .map(|(name, err)| (name, Failure::from_client(err, &addrs)))
+    .chain([
+        ("usage", Failure::usage("--replicas 3 is more than the 2 nodes given")),
+        ("writing output", Failure::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))),
+    ])
+    .collect();
+    let mut text = String::new();
+    for (name, failure) in cases {
+        text.push_str(&format!("## {name} (exit {})\n{}\n", failure.exit, failure.render()));
+    }
+    check_golden("errors.txt", &text);
+}

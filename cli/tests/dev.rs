@@ -205,11 +205,9 @@ fn dev_runs_a_cluster_stops_on_sigint_and_reuses_its_data() {
     let id = cluster_id(&printed, "created");
     assert_eq!(endpoint, Layout { data_dir: data_dir.clone(), base_port: base }.endpoint());
 
-    // The one address every command below uses. Node 1 while `ringkv router` is
-    // a stub (the CLI follows redirects to each shard's leader); when the router
-    // lands this becomes `format!("127.0.0.1:{base}")`, the router, which
-    // `ringkv dev` then prints as its endpoint.
-    let addr = format!("127.0.0.1:{}", base + 1);
+    // The one address every command below uses: the router `ringkv dev` prints
+    // as its endpoint.
+    let addr = format!("127.0.0.1:{base}");
 
     expect(&ringkv(&addr, &["put", "session:1", "hello", "--ttl", "30s"]), 0, "OK version=", "put with TTL");
     expect(&ringkv(&addr, &["put", "greeting", "hi there"]), 0, "OK version=", "put");

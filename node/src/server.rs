@@ -1,5 +1,6 @@
 //! Serving a node: open its storage, restart its replicas, and serve the KV, Admin
-//! and Raft gRPC services on one listener until `shutdown` resolves.
+//! and Raft gRPC services, `grpc.health.v1` and server reflection on one listener
+//! until `shutdown` resolves.
 //!
 //! Takes its listener and shutdown future as parameters, so tests start many
 //! nodes on port 0 in one process.
@@ -33,9 +34,19 @@ pub async fn serve(
     let node = Node::open(config).await?;
     tracing::info!(node = node.id(), %local, advertise = node.addr(), "serving");
     let expiry = tokio::spawn(crate::expiry::run(node.clone()));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
 
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_kv_message))
         .add_service(AdminServer::new(AdminService::new(node.clone())))
         .add_service(
@@ -43,7 +54,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
 
     expiry.abort();

@@ -24,26 +24,32 @@ use ringkv_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-/// The node binary built by this package. Cargo builds a package's binaries
-/// before its integration tests and puts them one directory above the test
-/// executables (`target/<profile>/deps/..`).
-pub fn node_bin() -> PathBuf {
+/// A binary built by this package (`ringkv-test-node`, `ringkv-test-router`).
+/// Cargo builds a package's binaries before its integration tests and puts them
+/// one directory above the test executables (`target/<profile>/deps/..`).
+pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-    let bin = dir.join(format!("ringkv-test-node{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} not built; run the tests through cargo", bin.display());
     bin
 }
 
-/// One node process (running or not).
-pub struct NodeProcess {
+/// One node or router process (running or not), always on the same address.
+pub struct Process {
+    /// Node id; for routers, 1000 + the router's index.
     pub id: u64,
     pub addr: String,
+    /// The node's data directory (unused by routers).
     pub data_dir: PathBuf,
+    bin: &'static str,
     log_path: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
 }
+
+/// A node process.
+pub type NodeProcess = Process;
 
 /// Picks a free loopback port. The port is released before the node binds it;
 /// the kernel does not hand a just-released ephemeral port out again at once.
@@ -54,32 +60,47 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral loopback port")
 }
 
-impl NodeProcess {
-    fn new(id: u64, root: &Path, args: &[String]) -> NodeProcess {
+impl Process {
+    fn node(id: u64, root: &Path, extra: &[String]) -> Process {
         let data_dir = root.join(format!("node-{id}"));
-        NodeProcess {
+        let mut args = vec!["--id".to_string(), id.to_string(), "--data-dir".to_string()];
+        args.push(data_dir.to_string_lossy().into_owned());
+        args.extend_from_slice(extra);
+        Process {
             id,
             addr: format!("127.0.0.1:{}", free_port()),
             log_path: root.join(format!("node-{id}.log")),
             data_dir,
-            args: args.to_vec(),
+            bin: "ringkv-test-node",
+            args,
+            child: None,
+        }
+    }
+
+    /// A router process that learns the cluster from `nodes`.
+    pub fn router(index: u64, root: &Path, nodes: &[String]) -> Process {
+        Process {
+            id: 1000 + index,
+            addr: format!("127.0.0.1:{}", free_port()),
+            log_path: root.join(format!("router-{index}.log")),
+            data_dir: PathBuf::new(),
+            bin: "ringkv-test-router",
+            args: vec!["--nodes".into(), nodes.join(",")],
             child: None,
         }
     }
 
     fn spawn(&mut self) -> Child {
         let log = File::options().create(true).append(true).open(&self.log_path).expect("open node log file");
-        Command::new(node_bin())
-            .args(["--id", &self.id.to_string(), "--listen", &self.addr, "--stop-on-stdin-eof"])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
+        Command::new(test_bin(self.bin))
+            .args(["--listen", &self.addr, "--stop-on-stdin-eof"])
             .args(&self.args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn ringkv-test-node")
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin))
     }
 
     /// Starts the process and waits (up to 30 s) until it accepts connections.
@@ -174,7 +195,7 @@ impl NodeProcess {
     }
 }
 
-impl Drop for NodeProcess {
+impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
@@ -182,9 +203,10 @@ impl Drop for NodeProcess {
 
 /// A set of node processes sharing one temporary directory.
 pub struct Cluster {
-    pub nodes: Vec<NodeProcess>,
-    // Dropped after `nodes` (field order), so processes die before their files go.
-    _root: tempfile::TempDir,
+    pub nodes: Vec<Process>,
+    pub routers: Vec<Process>,
+    // Dropped after the processes (field order), so they die before their files go.
+    root: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -192,12 +214,11 @@ impl Cluster {
     pub async fn start(n: u64, args: &[&str]) -> Cluster {
         let root = tempfile::Builder::new().prefix("ringkv-test-").tempdir().expect("temp dir");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut nodes: Vec<NodeProcess> =
-            (1..=n).map(|id| NodeProcess::new(id, root.path(), &args)).collect();
+        let mut nodes: Vec<Process> = (1..=n).map(|id| Process::node(id, root.path(), &args)).collect();
         for node in &mut nodes {
             node.start().await;
         }
-        Cluster { nodes, _root: root }
+        Cluster { nodes, routers: Vec::new(), root }
     }
 
     /// `cluster init` over every node, sent to node 1.
@@ -214,12 +235,20 @@ impl Cluster {
         self.nodes[0].admin().init_cluster(req).await.map(|r| r.into_inner())
     }
 
+    /// Starts a router over every node; returns its index in `routers`.
+    pub async fn start_router(&mut self) -> usize {
+        let mut router = Process::router(self.routers.len() as u64, self.root.path(), &self.addrs());
+        router.start().await;
+        self.routers.push(router);
+        self.routers.len() - 1
+    }
+
     /// Every node's address.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+    pub fn node(&mut self, id: u64) -> &mut Process {
         self.nodes.iter_mut().find(|n| n.id == id).expect("no such node")
     }
 
@@ -254,7 +283,9 @@ impl Cluster {
 
     /// Logs of every node, for failure messages.
     pub fn logs(&self) -> String {
-        self.nodes.iter().map(|n| format!("--- node {} ---\n{}\n", n.id, n.log())).collect()
+        let nodes = self.nodes.iter().map(|n| format!("--- node {} ---\n{}\n", n.id, n.log()));
+        let routers = self.routers.iter().map(|r| format!("--- router {} ---\n{}\n", r.id, r.log()));
+        nodes.chain(routers).collect()
     }
 }
 
@@ -289,7 +320,9 @@ fn cached_channel(addr: &str) -> Result<Channel, tonic::Status> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
+        // Above the router's own 10 s request deadline, so that its answer, not
+        // this channel's timeout, is what a test sees.
+        .timeout(Duration::from_secs(15))
         .connect_lazy();
     channels.insert(addr.to_string(), channel.clone());
     Ok(channel)

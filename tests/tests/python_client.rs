@@ -64,28 +64,13 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, tag: &'static str) -
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_session_example_against_a_cluster() {
-    require_python3();
-    let cluster = Cluster::start(3, &[]).await;
-    cluster.init(SHARDS, 3).await.expect("init");
-    let leaders = cluster.wait_for_leaders(SHARDS, Duration::from_secs(30)).await;
-
-    // A fresh key prefix, and a node that does not lead the session key's shard:
-    // the example's first Put there must follow a NotLeader redirect.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos();
-    let prefix = format!("python-test-{}-{nanos}/", std::process::id());
-    let shard = shard_for_key(format!("{prefix}session").as_bytes(), SHARDS);
-    let follower = cluster.nodes.iter().find(|n| n.id != leaders[&shard]).expect("a non-leader");
-    // TODO(router): point at a router once ringkv-router exists (the example's
-    // default, 127.0.0.1:7000, is the router's), and keep a node-addressed run
-    // for the redirect check below (the router follows redirects itself).
-    let addr = follower.addr.clone();
-
+/// Runs the example against `addr` with a fresh key prefix; returns its stdout,
+/// after asserting it succeeded and printed every expected line.
+async fn run_example(cluster: &Cluster, addr: &str, prefix: &str) -> String {
     let mut child = Command::new("bash")
         .arg(run_sh())
-        .env("RINGKV_ADDR", &addr)
-        .env("RINGKV_KEY_PREFIX", &prefix)
+        .env("RINGKV_ADDR", addr)
+        .env("RINGKV_KEY_PREFIX", prefix)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,15 +96,41 @@ async fn python_session_example_against_a_cluster() {
     let Some(status) = status else {
         panic!("run.sh did not finish within {RUN_TIMEOUT:?}; killed\n{report}\n{}", cluster.logs());
     };
-    assert!(status.success(), "run.sh failed ({status})\n{report}\n{}", cluster.logs());
+    assert!(status.success(), "run.sh against {addr} failed ({status})\n{report}\n{}", cluster.logs());
     for line in EXPECTED_LINES {
         assert!(stdout.contains(line), "run.sh output lacks {line:?}\n{report}");
     }
+    stdout
+}
 
+fn fresh_prefix(tag: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos();
+    format!("python-test-{tag}-{}-{nanos}/", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_session_example_against_a_cluster() {
+    require_python3();
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(SHARDS, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(SHARDS, Duration::from_secs(30)).await;
+
+    // Through the router: the way an application service uses ringkv.
+    let router = cluster.start_router().await;
+    let router_addr = cluster.routers[router].addr.clone();
+    run_example(&cluster, &router_addr, &fresh_prefix("router")).await;
+
+    // Straight at a node that does not lead the session key's shard: the
+    // example's first Put there must follow a NotLeader redirect.
+    let prefix = fresh_prefix("node");
+    let shard = shard_for_key(format!("{prefix}session").as_bytes(), SHARDS);
+    let follower = cluster.nodes.iter().find(|n| n.id != leaders[&shard]).expect("a non-leader");
+    let addr = follower.addr.clone();
+    let stdout = run_example(&cluster, &addr, &prefix).await;
     let redirect = format!("redirected: {addr} does not lead shard {shard}, node ");
     if !stdout.contains(&redirect) {
         // Only acceptable if leadership moved to that node in the meantime.
         let leading = follower.status().await.map(|s| s.leading.contains(&shard)).unwrap_or(false);
-        assert!(leading, "no NotLeader redirect from {addr} for shard {shard}\n{report}");
+        assert!(leading, "no NotLeader redirect from {addr} for shard {shard}\n{stdout}");
     }
 }

@@ -266,3 +266,19 @@ async fn garbage_raft_rpcs_are_rejected_without_harm() {
     call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");
     assert!(get(&cluster, b"still").await.found);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_answer_grpc_health_checks() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let cluster = Cluster::start(1, &[]).await;
+    let mut health = HealthClient::new(cluster.nodes[0].channel());
+    for service in ["", "ringkv.v1.KV", "ringkv.v1.Admin"] {
+        let reply = health
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The `ringkv-router` command line: flags → [`RouterConfig`], logging, and the
+//! process lifecycle (bind, serve, stop on SIGINT/SIGTERM or stdin EOF).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::server::RouterConfig;
+
+/// The stateless front door of a ringkv cluster: one gRPC endpoint for the `KV`
+/// and `Admin` services that forwards each request to its shard's leader.
+#[derive(Debug, Parser)]
+#[command(name = "ringkv-router", version)]
+pub struct RouterArgs {
+    /// Address to listen on (host:port).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub listen: String,
+    /// Node addresses to learn the cluster from, comma-separated (any subset).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Deadline of each forwarded request in milliseconds, retries included.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Largest value forwarded, in bytes (keep equal to the nodes' limit).
+    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Shut down when standard input reaches end-of-file (used by `ringkv dev`
+    /// and tests so routers never outlive their supervisor).
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_eof: bool,
+}
+
+/// Runs the router process to completion.
+pub fn run(args: RouterArgs) -> ExitCode {
+    init_logging(args.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(args));
+    // Do not wait on a blocking stdin read.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: RouterArgs) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut config = RouterConfig::new(args.nodes.clone());
+    config.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    config.max_value_bytes = args.max_value_bytes;
+    let stop_on_eof = args.stop_on_stdin_eof;
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stdin_closed(), if stop_on_eof => {}
+        }
+    };
+    crate::server::serve(listener, config, shutdown).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Resolves when standard input is closed (or unreadable).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

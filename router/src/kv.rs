@@ -1,0 +1,89 @@
+//! The router's `KV` service: validate, hand to the client library, translate the
+//! answer. Validation happens here too (not only on the node) so that a bad
+//! request is refused before any routing work and with the same message.
+
+use ringkv_client::{Client, Condition, Consistency, PutOptions};
+use ringkv_core::limits::{check_key, check_ttl};
+use ringkv_proto::v1::kv_server::Kv;
+use ringkv_proto::v1::{
+    DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, PutRequest,
+    PutResponse, TouchRequest, TouchResponse, put_request,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::to_status;
+
+/// The router's KV service.
+pub struct KvRouter {
+    client: Client,
+}
+
+impl KvRouter {
+    pub fn new(client: Client) -> Self {
+        KvRouter { client }
+    }
+}
+
+fn invalid(e: ringkv_core::limits::InvalidArgument) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Validates a wire TTL (negative or over ten years is refused).
+fn ttl(ttl_ms: i64) -> Result<u64, Status> {
+    check_ttl(ttl_ms).map_err(invalid)
+}
+
+#[tonic::async_trait]
+impl Kv for KvRouter {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.key).map_err(invalid)?;
+        let consistency = match ringkv_proto::v1::Consistency::try_from(req.consistency) {
+            Ok(ringkv_proto::v1::Consistency::Linearizable) => Consistency::Linearizable,
+            Ok(ringkv_proto::v1::Consistency::Stale) => Consistency::Stale,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!("unknown consistency {}", req.consistency)));
+            }
+        };
+        let found = self.client.get(req.key, consistency).await.map_err(to_status)?;
+        Ok(Response::new(match found {
+            Some(r) => {
+                GetResponse { found: true, value: r.value, version: r.version, ttl_ms: r.ttl_ms.unwrap_or(0) }
+            }
+            None => GetResponse::default(),
+        }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let condition = match req.condition {
+            None | Some(put_request::Condition::IfAbsent(false)) => Condition::None,
+            Some(put_request::Condition::IfAbsent(true)) => Condition::IfAbsent,
+            Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
+        };
+        let options = PutOptions { ttl_ms: ttl(req.ttl_ms)?, condition };
+        let r = self.client.put(req.key, req.value, options).await.map_err(to_status)?;
+        Ok(Response::new(PutResponse { succeeded: r.succeeded, version: r.version }))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let r = self.client.delete(req.key, req.if_version).await.map_err(to_status)?;
+        Ok(Response::new(DeleteResponse { deleted: r.deleted, version: r.version }))
+    }
+
+    async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
+        let req = request.into_inner();
+        let r = self.client.touch(req.key, ttl(req.ttl_ms)?).await.map_err(to_status)?;
+        Ok(Response::new(TouchResponse { found: r.found, ttl_ms: r.ttl_ms.unwrap_or(0) }))
+    }
+
+    async fn increment(
+        &self,
+        request: Request<IncrementRequest>,
+    ) -> Result<Response<IncrementResponse>, Status> {
+        let req = request.into_inner();
+        let r = self.client.increment(req.key, req.delta, ttl(req.ttl_ms)?).await.map_err(to_status)?;
+        Ok(Response::new(IncrementResponse { value: r.value, version: r.version }))
+    }
+}

@@ -1,0 +1,83 @@
+//! Serving a router: the KV and Admin services, `grpc.health.v1` and server
+//! reflection on one listener until `shutdown` resolves. Takes its listener and
+//! shutdown future as parameters so tests run many routers on port 0.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ringkv_client::{Client, ClientOptions, Routing};
+use ringkv_proto::v1::admin_server::AdminServer;
+use ringkv_proto::v1::kv_server::KvServer;
+use tokio::net::TcpListener;
+
+use crate::admin::AdminRouter;
+use crate::kv::KvRouter;
+
+/// What a router needs to run.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Node addresses to learn the cluster from (any subset of the nodes works).
+    pub seeds: Vec<String>,
+    /// Deadline of each forwarded request, retries included.
+    pub request_timeout: Duration,
+    /// Largest value forwarded (the nodes' own limit still applies).
+    pub max_value_bytes: usize,
+}
+
+impl RouterConfig {
+    pub fn new(seeds: Vec<String>) -> Self {
+        RouterConfig {
+            seeds,
+            request_timeout: Duration::from_secs(10),
+            max_value_bytes: ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// Runs a router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: RouterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    if config.seeds.is_empty() {
+        return Err("a router needs at least one node address (--nodes)".into());
+    }
+    let local = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    let options = ClientOptions {
+        request_timeout: config.request_timeout,
+        max_value_bytes: config.max_value_bytes,
+        // The seeds are nodes: route every request straight to its shard's leader.
+        routing: Routing::Direct,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(config.seeds.clone(), options).map_err(|e| e.to_string())?;
+    let watcher = tokio::spawn(crate::watcher::run(client.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvRouter>>().await;
+    health.set_serving::<AdminServer<AdminRouter>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection service: {e}"))?;
+    // A request carries one value plus a key; leave headroom for framing.
+    let max_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
+
+    tracing::info!(%local, seeds = ?config.seeds, "router serving");
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(KvServer::new(KvRouter::new(client.clone())).max_decoding_message_size(max_message))
+        .add_service(AdminServer::new(AdminRouter::new(client)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    watcher.abort();
+    tracing::info!(%local, "router stopped");
+    served.map_err(|e| format!("gRPC server: {e}"))
+}

@@ -234,3 +234,25 @@ async fn a_damaged_snapshot_file_is_detected_and_reported() {
         assert_eq!(get_value(&cluster, key).await, Some((Bytes::from(value.clone()), *version)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_purged_log_catches_up_by_snapshot() {
+    let args = ["--snapshot-every-entries", "10", "--log-kept-after-snapshot", "2"];
+    let mut cluster = Cluster::start(3, &args).await;
+    cluster.init(2, 3).await.expect("init");
+    cluster.wait_for_leaders(2, TIMEOUT).await;
+    cluster.node(3).kill();
+    let mut acked = BTreeMap::new();
+    for i in 0..200 {
+        let (key, value) = (format!("behind-{i}"), format!("value-{i}"));
+        let version = put_ok(&cluster, &key, &value).await;
+        acked.insert(key, (value, version));
+    }
+    // The leaders purged their logs far past where node 3 stopped, so it can
+    // only catch up through a streamed snapshot.
+    cluster.node(3).start().await;
+    let addr = cluster.node(3).addr.clone();
+    wait_replicated(&addr, &acked).await;
+    let snapshots = files_under(&cluster.node(3).data_dir.join("snapshots"));
+    assert!(!snapshots.is_empty(), "node 3 holds no snapshot after catching up");
+}

@@ -480,6 +480,20 @@ impl Admin for FakeServer {
     ) -> Result<Response<proto::PutClusterMapResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn replica_checksum(
+        &self,
+        _: Request<proto::ReplicaChecksumRequest>,
+    ) -> Result<Response<proto::ReplicaChecksumResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn inject_fault(
+        &self,
+        _: Request<proto::InjectFaultRequest>,
+    ) -> Result<Response<proto::InjectFaultResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// A running fake cluster: its servers (index i is node i + 1, or the router)

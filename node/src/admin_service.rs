@@ -12,9 +12,10 @@ use ringkv_core::{ClusterMap, META_SHARD, NodeId, NodeState};
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
-    InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse, NodeAddress,
-    NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest, PutClusterMapResponse, ReplicaStatus,
-    ShardStatus,
+    InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse,
+    InjectFaultRequest, InjectFaultResponse, NodeAddress, NodeStatusRequest, NodeStatusResponse,
+    PutClusterMapRequest, PutClusterMapResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
+    ReplicaStatus, ShardStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -222,6 +223,42 @@ impl Admin for AdminService {
             }
             Err(RaftError::Fatal(e)) => Err(Error::Unavailable(format!("shard {}: {e}", req.shard)).into()),
         }
+    }
+
+    async fn replica_checksum(
+        &self,
+        request: Request<ReplicaChecksumRequest>,
+    ) -> Result<Response<ReplicaChecksumResponse>, Status> {
+        let shard_id = request.into_inner().shard;
+        let shard = self.node.shard(shard_id).ok_or(Error::WrongShard { shard: shard_id, epoch: 0 })?;
+        // One read lock: the encoding and the applied index describe the same state.
+        let (applied_index, encoded, keys) = {
+            let state = shard.state.read().expect("shard state lock poisoned");
+            (state.last_applied.map_or(0, |id| id.index), state.kv.encode_snapshot(), state.kv.len())
+        };
+        Ok(Response::new(ReplicaChecksumResponse {
+            shard: shard_id,
+            node_id: self.node.id(),
+            applied_index,
+            checksum: crc32fast::hash(&encoded),
+            keys: keys as u64,
+        }))
+    }
+
+    async fn inject_fault(
+        &self,
+        request: Request<InjectFaultRequest>,
+    ) -> Result<Response<InjectFaultResponse>, Status> {
+        if !self.node.config.enable_test_faults {
+            return Err(Status::permission_denied(
+                "fault injection is test-only: start the node with --enable-test-faults",
+            ));
+        }
+        let peers: std::collections::HashSet<NodeId> =
+            request.into_inner().isolate_from.into_iter().collect();
+        tracing::warn!(node = self.node.id(), ?peers, "test fault: Raft traffic cut");
+        self.node.peers().isolate_from(peers);
+        Ok(Response::new(InjectFaultResponse {}))
     }
 
     async fn put_cluster_map(

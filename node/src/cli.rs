@@ -29,10 +29,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Minimum election timeout in milliseconds.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 250)]
     pub election_timeout_min_ms: u64,
     /// Maximum election timeout in milliseconds.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 500)]
     pub election_timeout_max_ms: u64,
     /// Snapshot each shard and purge its log every this many entries.
     #[arg(long, default_value_t = 10_000)]
@@ -55,6 +55,10 @@ pub struct NodeArgs {
     /// outlive it.
     #[arg(long, hide = true)]
     pub stop_on_stdin_eof: bool,
+    /// Accept test-only fault injection (network partitions as Raft sees them)
+    /// through the Admin service. For chaos tests; never in production.
+    #[arg(long, hide = true)]
+    pub enable_test_faults: bool,
 }
 
 /// Runs the node process to completion.
@@ -93,6 +97,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.snapshot_every_entries = args.snapshot_every_entries;
     config.log_kept_after_snapshot = args.log_kept_after_snapshot;
     config.max_value_bytes = args.max_value_bytes;
+    config.enable_test_faults = args.enable_test_faults;
     if args.print_addr {
         println!("listening on {bound}");
     }

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub expiry_interval_ms: u64,
     /// Most client operations folded into one Raft log entry.
     pub max_batch_ops: usize,
+    /// Accept the test-only `InjectFault` admin call (chaos tests). Off in
+    /// production: the call is refused.
+    pub enable_test_faults: bool,
 }
 
 impl NodeConfig {
@@ -46,13 +49,14 @@ impl NodeConfig {
             advertise_addr,
             data_dir,
             heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 500,
             snapshot_every_entries: 10_000,
             log_kept_after_snapshot: 1_000,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             expiry_interval_ms: 250,
             max_batch_ops: 1024,
+            enable_test_faults: false,
         }
     }
 

@@ -84,6 +84,11 @@ impl Node {
         &self.config.advertise_addr
     }
 
+    /// The node's shared Raft channels (and their test-only fault switch).
+    pub fn peers(&self) -> &PeerPool {
+        &self.pool
+    }
+
     /// The cluster this node belongs to, if any.
     pub fn cluster(&self) -> Option<ClusterInfo> {
         self.cluster.read().expect("cluster lock poisoned").clone()

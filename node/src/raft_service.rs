@@ -37,6 +37,12 @@ impl RaftService {
                 self.node.id()
             )));
         }
+        if self.node.peers().is_isolated_from(from) {
+            return Err(Status::unavailable(format!(
+                "node {} is partitioned from node {from} (test fault)",
+                self.node.id()
+            )));
+        }
         if format != codec::FORMAT {
             return Err(Status::invalid_argument(format!(
                 "raft payload format {format} is not supported (this node speaks {})",

@@ -20,9 +20,9 @@
 //!   shows up.
 //! - No TLS or peer authentication yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -56,11 +56,30 @@ pub struct PeerPool {
     self_id: NodeId,
     connect_timeout: Duration,
     peers: Mutex<HashMap<NodeId, (String, RaftClient<Channel>)>>,
+    /// Test-only fault injection: peers cut off from this node's Raft traffic in
+    /// both directions (empty in production).
+    isolated_from: RwLock<HashSet<NodeId>>,
 }
 
 impl PeerPool {
     pub fn new(self_id: NodeId) -> Self {
-        PeerPool { self_id, connect_timeout: Duration::from_secs(1), peers: Mutex::new(HashMap::new()) }
+        PeerPool {
+            self_id,
+            connect_timeout: Duration::from_secs(1),
+            peers: Mutex::new(HashMap::new()),
+            isolated_from: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Cuts Raft traffic to and from `peers` (replacing any earlier cut); an
+    /// empty set heals. Test-only: see `--enable-test-faults`.
+    pub fn isolate_from(&self, peers: HashSet<NodeId>) {
+        *self.isolated_from.write().expect("isolation lock poisoned") = peers;
+    }
+
+    /// Whether Raft traffic with `peer` is cut.
+    pub fn is_isolated_from(&self, peer: NodeId) -> bool {
+        self.isolated_from.read().expect("isolation lock poisoned").contains(&peer)
     }
 
     /// The cached client for `target`, rebuilt when its address changed. Never dials:
@@ -98,7 +117,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> ShardNetwork {
         let client = self.pool.client(target, &node.addr).map_err(|e| e.to_string());
-        ShardNetwork { shard: self.shard, from: self.pool.self_id, target, client }
+        ShardNetwork { shard: self.shard, from: self.pool.self_id, target, client, pool: self.pool.clone() }
     }
 }
 
@@ -111,10 +130,19 @@ pub struct ShardNetwork {
     /// `Err` when the peer's address is not a valid URI; every call then reports
     /// the peer unreachable.
     client: Result<RaftClient<Channel>, String>,
+    pool: Arc<PeerPool>,
 }
 
 impl ShardNetwork {
+    /// The peer's client, unless the peer is unreachable (a bad address, or cut
+    /// off by test fault injection).
     fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
+        if self.pool.is_isolated_from(self.target) {
+            return Err(Unreachable::new(&std::io::Error::other(format!(
+                "node {} is partitioned from node {} (test fault)",
+                self.from, self.target
+            ))));
+        }
         self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
     }
 

@@ -7,7 +7,8 @@ use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
     InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse,
-    NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest, PutClusterMapResponse,
+    InjectFaultRequest, InjectFaultResponse, NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest,
+    PutClusterMapResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -73,5 +74,19 @@ impl Admin for AdminRouter {
         _: Request<PutClusterMapRequest>,
     ) -> Result<Response<PutClusterMapResponse>, Status> {
         Err(node_only("PutClusterMap"))
+    }
+
+    async fn replica_checksum(
+        &self,
+        _: Request<ReplicaChecksumRequest>,
+    ) -> Result<Response<ReplicaChecksumResponse>, Status> {
+        Err(node_only("ReplicaChecksum"))
+    }
+
+    async fn inject_fault(
+        &self,
+        _: Request<InjectFaultRequest>,
+    ) -> Result<Response<InjectFaultResponse>, Status> {
+        Err(node_only("InjectFault"))
     }
 }

@@ -256,3 +256,92 @@ async fn a_node_behind_a_purged_log_catches_up_by_snapshot() {
     let snapshots = files_under(&cluster.node(3).data_dir.join("snapshots"));
     assert!(!snapshots.is_empty(), "node 3 holds no snapshot after catching up");
 }
+
+/// Every replica of `shard` reports the same applied index and state checksum.
+async fn wait_converged(cluster: &Cluster, shard: u32) -> (u64, u32) {
+    use ringkv_proto::v1::ReplicaChecksumRequest;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut seen = Vec::new();
+        for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+            if let Ok(r) = node.admin().replica_checksum(ReplicaChecksumRequest { shard }).await {
+                let r = r.into_inner();
+                seen.push((r.applied_index, r.checksum));
+            }
+        }
+        if seen.len() == cluster.nodes.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+            return seen[0];
+        }
+        assert!(Instant::now() < deadline, "shard {shard} replicas never converged: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_is_replaced_and_converges_after_healing() {
+    use ringkv_proto::v1::InjectFaultRequest;
+    let mut cluster = Cluster::start(3, &["--enable-test-faults"]).await;
+    cluster.init(2, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(2, TIMEOUT).await;
+    let key = String::from_utf8(key_per_shard(2)[&1].to_vec()).expect("utf8");
+    put_ok(&cluster, &key, "before").await;
+
+    // Cut the leader of shard 1 off from its peers' Raft traffic (clients still
+    // reach it).
+    let victim = leaders[&1];
+    let peers: Vec<u64> = cluster.nodes.iter().map(|n| n.id).filter(|&id| id != victim).collect();
+    let victim_addr = cluster.node(victim).addr.clone();
+    cluster
+        .node(victim)
+        .admin()
+        .inject_fault(InjectFaultRequest { isolate_from: peers.clone() })
+        .await
+        .expect("isolate");
+
+    // The majority elects a new leader and takes the write.
+    let others: Vec<String> =
+        cluster.nodes.iter().filter(|n| n.id != victim).map(|n| n.addr.clone()).collect();
+    let deadline = Instant::now() + TIMEOUT;
+    let version = 'written: loop {
+        for addr in &others {
+            if let Ok(KvReply::Put(r)) = send(addr, put(key.clone(), "after")).await {
+                break 'written r.version;
+            }
+        }
+        assert!(Instant::now() < deadline, "the majority never took the write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The isolated ex-leader must not serve the old value as linearizable.
+    let read = tokio::time::timeout(Duration::from_secs(5), send(&victim_addr, get(key.clone()))).await;
+    if let Ok(Ok(KvReply::Get(r))) = &read {
+        assert!(
+            !r.found || &r.value[..] == b"after",
+            "stale linearizable read from an isolated leader: {r:?}"
+        );
+    }
+
+    // Heal: everyone converges on the same state, with the new value.
+    cluster
+        .node(victim)
+        .admin()
+        .inject_fault(InjectFaultRequest { isolate_from: vec![] })
+        .await
+        .expect("heal");
+    for shard in 0..=2 {
+        wait_converged(&cluster, shard).await;
+    }
+    assert_eq!(get_value(&cluster, &key).await, Some((Bytes::from("after"), version)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_is_refused_without_the_test_flag() {
+    use ringkv_proto::v1::InjectFaultRequest;
+    let cluster = Cluster::start(1, &[]).await;
+    let err = cluster.nodes[0]
+        .admin()
+        .inject_fault(InjectFaultRequest { isolate_from: vec![2] })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+}

@@ -9,6 +9,10 @@
 //!
 //! Nodes keep their port across restarts, since Raft membership records addresses.
 
+pub mod chaos;
+pub mod checker;
+pub mod nemesis;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -27,12 +31,18 @@ use tonic::transport::{Channel, Endpoint};
 /// A binary built by this package (`ringkv-test-node`, `ringkv-test-router`).
 /// Cargo builds a package's binaries before its integration tests and puts them
 /// one directory above the test executables (`target/<profile>/deps/..`).
+/// (`ringkv-chaos` runs from `target/<profile>` itself, so its siblings are
+/// looked up there too.)
 pub fn test_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not built; run the tests through cargo", bin.display());
-    bin
+    let exe = std::env::current_exe().expect("current executable");
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let beside = exe.parent().map(|dir| dir.join(&file));
+    let above = exe.parent().and_then(Path::parent).map(|dir| dir.join(&file));
+    [above, beside]
+        .into_iter()
+        .flatten()
+        .find(|bin| bin.exists())
+        .unwrap_or_else(|| panic!("{file} not built next to {}; build the tests package", exe.display()))
 }
 
 /// One node or router process (running or not), always on the same address.
@@ -146,6 +156,7 @@ impl Process {
     /// SIGKILL: the process gets no chance to flush or hand anything off.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused process dies of SIGKILL too; no SIGCONT needed.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -170,6 +181,23 @@ impl Process {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// SIGSTOP: the process freezes (timers, sockets and all) until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {signal} {} failed", child.id());
+        }
     }
 
     /// The node's log so far.

@@ -1,0 +1,440 @@
+//! The chaos runner: a contended workload through routers while the
+//! [`nemesis`](crate::nemesis) injects faults, then healing, final reads, the
+//! [`checker`](crate::checker)s and a replica-convergence check.
+//!
+//! The workload runs many clients over a small key set so operations contend:
+//! register keys get `Get`, unique-value `Put`, `Put if_version` (CAS) and
+//! `Delete`; counter keys get `Increment`; TTL keys get short-TTL puts and reads.
+//! Every operation is recorded with its invoke and completion time and an outcome:
+//! ok, failed (surely not applied: the router refused it before anything could
+//! run) or unknown (no answer, `UNAVAILABLE`, `DEADLINE_EXCEEDED`: a write may or
+//! may not have happened).
+//!
+//! Everything random comes from the seed: the clients' choices and the nemesis
+//! schedule. Timing (and so the exact history) still varies run to run; a seed
+//! reproduces the same kind of run, not the same interleaving.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ringkv_core::placement::shard_for_key;
+use ringkv_proto::v1::{
+    DeleteRequest, GetRequest, IncrementRequest, PutRequest, ReplicaChecksumRequest, put_request,
+};
+use tokio::sync::Mutex;
+
+use crate::checker::history::{Call, Condition, Op, Outcome, Return};
+use crate::checker::{CheckConfig, Report};
+use crate::nemesis::{Fault, FaultKind, Nemesis};
+use crate::{Cluster, KvReply, KvRequest, send};
+
+/// One chaos run's shape.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub seed: u64,
+    pub duration: Duration,
+    pub nodes: u64,
+    pub shards: u32,
+    pub routers: usize,
+    pub clients: u32,
+    pub register_keys: usize,
+    pub counter_keys: usize,
+    pub ttl_keys: usize,
+    pub faults: Vec<FaultKind>,
+    /// Quiet time before the first fault and between a heal and the next fault.
+    pub fault_gap: (Duration, Duration),
+    /// How long a fault is held before it is healed.
+    pub fault_hold: (Duration, Duration),
+}
+
+impl ChaosConfig {
+    /// A full-mix run of `duration` on `nodes` nodes.
+    pub fn new(seed: u64, duration: Duration, nodes: u64) -> ChaosConfig {
+        ChaosConfig {
+            seed,
+            duration,
+            nodes,
+            shards: 8,
+            routers: 2,
+            clients: 12,
+            register_keys: 12,
+            counter_keys: 3,
+            ttl_keys: 2,
+            faults: FaultKind::ALL.to_vec(),
+            fault_gap: (Duration::from_millis(500), Duration::from_millis(2000)),
+            fault_hold: (Duration::from_millis(800), Duration::from_millis(2500)),
+        }
+    }
+}
+
+/// What a run saw and what the checkers said.
+pub struct ChaosReport {
+    pub config: ChaosConfig,
+    pub history: Vec<Op>,
+    pub faults: Vec<Fault>,
+    pub check: Report,
+    /// Shards whose replicas did not converge to one state, with what each
+    /// replica reported.
+    pub divergent: Vec<(u32, Vec<ReplicaView>)>,
+    /// Leader-loss faults: time from the fault to the first acknowledged write on
+    /// each shard the hit nodes led.
+    pub failovers: Vec<Duration>,
+}
+
+impl ChaosReport {
+    /// No anomaly, no divergent replica.
+    pub fn passed(&self) -> bool {
+        self.check.is_valid() && self.divergent.is_empty()
+    }
+}
+
+/// One replica's state as `ReplicaChecksum` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub node: u64,
+    pub applied_index: u64,
+    pub checksum: u32,
+}
+
+fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+/// The keys of a run: register keys cover every shard.
+struct Keys {
+    registers: Vec<String>,
+    counters: Vec<String>,
+    ttl: Vec<String>,
+}
+
+impl Keys {
+    fn new(config: &ChaosConfig) -> Keys {
+        let mut registers: Vec<String> = Vec::new();
+        let mut covered = std::collections::BTreeSet::new();
+        for i in 0.. {
+            let key = format!("reg-{i}");
+            let shard = shard_for_key(key.as_bytes(), config.shards);
+            if registers.len() < config.register_keys || covered.insert(shard) {
+                covered.insert(shard);
+                registers.push(key);
+            }
+            if registers.len() >= config.register_keys && covered.len() == config.shards as usize {
+                break;
+            }
+        }
+        Keys {
+            registers,
+            counters: (0..config.counter_keys).map(|i| format!("ctr-{i}")).collect(),
+            ttl: (0..config.ttl_keys).map(|i| format!("ttl-{i}")).collect(),
+        }
+    }
+}
+
+/// Sends one op through a router and classifies its outcome.
+async fn perform(router: &str, key: &str, call: &Call) -> Outcome {
+    let bkey = Bytes::from(key.to_string());
+    let request = match call {
+        Call::Get => KvRequest::Get(GetRequest { key: bkey, consistency: 0 }),
+        Call::Put { value, condition, ttl_ms } => KvRequest::Put(PutRequest {
+            key: bkey,
+            value: Bytes::from(value.clone()),
+            ttl_ms: *ttl_ms as i64,
+            condition: match condition {
+                Condition::None => None,
+                Condition::IfAbsent => Some(put_request::Condition::IfAbsent(true)),
+                Condition::IfVersion(v) => Some(put_request::Condition::IfVersion(*v)),
+            },
+        }),
+        Call::Delete { if_version } => {
+            KvRequest::Delete(DeleteRequest { key: bkey, if_version: *if_version })
+        }
+        Call::Increment { delta } => {
+            KvRequest::Increment(IncrementRequest { key: bkey, delta: *delta, ttl_ms: 0 })
+        }
+    };
+    match send(router, request).await {
+        Ok(KvReply::Get(r)) => Outcome::Ok(Return::Get {
+            found: r.found,
+            value: String::from_utf8_lossy(&r.value).into_owned(),
+            version: r.version,
+        }),
+        Ok(KvReply::Put(r)) => Outcome::Ok(Return::Put { succeeded: r.succeeded, version: r.version }),
+        Ok(KvReply::Delete(r)) => Outcome::Ok(Return::Delete { deleted: r.deleted, version: r.version }),
+        Ok(KvReply::Increment(r)) => Outcome::Ok(Return::Increment { value: r.value, version: r.version }),
+        Ok(KvReply::Touch(_)) => Outcome::Failed,
+        Err(status) => match status.code() {
+            // Refused before anything was proposed.
+            tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::PermissionDenied => Outcome::Failed,
+            // A read that failed told nothing; a write may have happened.
+            _ if matches!(call, Call::Get) => Outcome::Failed,
+            _ => Outcome::Unknown,
+        },
+    }
+}
+
+/// One client's loop until `until`.
+async fn client(
+    id: u32,
+    seed: u64,
+    routers: Vec<String>,
+    keys: Arc<Keys>,
+    start: Instant,
+    until: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(id) << 32));
+    let mut seq = 0u64;
+    let mut seen_versions: BTreeMap<String, u64> = BTreeMap::new();
+    while Instant::now() < until {
+        seq += 1;
+        let value = format!("c{id}-{seq}");
+        let roll = rng.random_range(0..100);
+        let (key, call) = if roll < 80 {
+            let key = keys.registers[rng.random_range(0..keys.registers.len())].clone();
+            let call = match roll {
+                0..35 => Call::Get,
+                35..55 => Call::Put { value, condition: Condition::None, ttl_ms: 0 },
+                55..72 => match seen_versions.get(&key) {
+                    Some(&v) if v > 0 => Call::Put { value, condition: Condition::IfVersion(v), ttl_ms: 0 },
+                    _ => Call::Put { value, condition: Condition::IfAbsent, ttl_ms: 0 },
+                },
+                _ => Call::Delete {
+                    if_version: if rng.random_bool(0.5) { seen_versions.get(&key).copied() } else { None },
+                },
+            };
+            (key, call)
+        } else if roll < 92 && !keys.counters.is_empty() {
+            let key = keys.counters[rng.random_range(0..keys.counters.len())].clone();
+            let call = if roll < 89 { Call::Increment { delta: rng.random_range(1..=5) } } else { Call::Get };
+            (key, call)
+        } else if !keys.ttl.is_empty() {
+            let key = keys.ttl[rng.random_range(0..keys.ttl.len())].clone();
+            let call = if rng.random_bool(0.5) {
+                Call::Put { value, condition: Condition::None, ttl_ms: rng.random_range(200..=800) }
+            } else {
+                Call::Get
+            };
+            (key, call)
+        } else {
+            continue;
+        };
+        let router = &routers[rng.random_range(0..routers.len())];
+        let invoke_us = micros_since(start);
+        let outcome = perform(router, &key, &call).await;
+        let complete_us = micros_since(start);
+        match &outcome {
+            Outcome::Ok(Return::Get { version, .. })
+            | Outcome::Ok(Return::Put { version, .. })
+            | Outcome::Ok(Return::Delete { version, .. }) => {
+                seen_versions.insert(key.clone(), *version);
+            }
+            _ => {}
+        }
+        history.lock().await.push(Op { client: id, key, invoke_us, complete_us, call, outcome });
+    }
+}
+
+/// Runs one chaos run and checks it.
+pub async fn run(config: ChaosConfig) -> ChaosReport {
+    let flags = ["--enable-test-faults"];
+    let mut cluster = Cluster::start(config.nodes, &flags).await;
+    cluster.init(config.shards, 3).await.expect("cluster init");
+    cluster.wait_for_leaders(config.shards, Duration::from_secs(30)).await;
+    for _ in 0..config.routers {
+        cluster.start_router().await;
+    }
+    let routers: Vec<String> = cluster.routers.iter().map(|r| r.addr.clone()).collect();
+    let keys = Arc::new(Keys::new(&config));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let until = start + config.duration;
+
+    let clients: Vec<_> = (0..config.clients)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                config.seed,
+                routers.clone(),
+                keys.clone(),
+                start,
+                until,
+                history.clone(),
+            ))
+        })
+        .collect();
+
+    // The nemesis: quiet gap, fault, hold, heal, until the workload ends.
+    let mut nemesis = Nemesis::new(config.seed, &config.faults);
+    let mut faults = Vec::new();
+    loop {
+        let gap = nemesis.pick_duration(config.fault_gap.0, config.fault_gap.1);
+        let hold = nemesis.pick_duration(config.fault_hold.0, config.fault_hold.1);
+        if Instant::now() + gap + hold >= until {
+            break;
+        }
+        tokio::time::sleep(gap).await;
+        let fault = nemesis.inject(&mut cluster).await;
+        tokio::time::sleep(hold).await;
+        nemesis.heal(&mut cluster, &fault).await;
+        faults.push(fault);
+    }
+    for c in clients {
+        c.await.expect("client task");
+    }
+
+    // Heal everything (no-op if healed), let leaders settle, read every key.
+    crate::nemesis::heal_partitions(&cluster).await;
+    cluster.wait_for_leaders(config.shards, Duration::from_secs(60)).await;
+    let final_phase_start_us = micros_since(start);
+    let all_keys: Vec<&String> = keys.registers.iter().chain(&keys.counters).chain(&keys.ttl).collect();
+    for key in all_keys {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let invoke_us = micros_since(start);
+            let outcome = perform(&routers[0], key, &Call::Get).await;
+            let complete_us = micros_since(start);
+            let ok = matches!(outcome, Outcome::Ok(_));
+            history.lock().await.push(Op {
+                client: u32::MAX,
+                key: key.clone(),
+                invoke_us,
+                complete_us,
+                call: Call::Get,
+                outcome,
+            });
+            if ok || Instant::now() > deadline {
+                break;
+            }
+        }
+    }
+    let divergent = convergence(&cluster, config.shards).await;
+    let history = std::mem::take(&mut *history.lock().await);
+    let check = crate::checker::check_all(
+        &history,
+        &CheckConfig { final_phase_start_us, clock_bound_ms: 250, search: Default::default() },
+    );
+    let failovers = failover_times(&history, &faults, start, config.shards);
+    ChaosReport { config, history, faults, check, divergent, failovers }
+}
+
+/// Waits (bounded) for every shard's replicas to reach one applied index and
+/// checksum; returns the shards that did not.
+async fn convergence(cluster: &Cluster, shards: u32) -> Vec<(u32, Vec<ReplicaView>)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pending: Vec<u32> = (0..=shards).collect();
+    let mut last = BTreeMap::new();
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for &shard in &pending {
+            let mut seen = Vec::new();
+            for node in &cluster.nodes {
+                if let Ok(r) = node.admin().replica_checksum(ReplicaChecksumRequest { shard }).await {
+                    let r = r.into_inner();
+                    seen.push(ReplicaView {
+                        node: r.node_id,
+                        applied_index: r.applied_index,
+                        checksum: r.checksum,
+                    });
+                }
+            }
+            let hosts = cluster.nodes.len().min(3);
+            let agreed = seen.len() >= hosts
+                && seen
+                    .windows(2)
+                    .all(|w| (w[0].applied_index, w[0].checksum) == (w[1].applied_index, w[1].checksum));
+            if !agreed {
+                still.push(shard);
+                last.insert(shard, seen);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    pending.into_iter().map(|s| (s, last.remove(&s).unwrap_or_default())).collect()
+}
+
+/// For each fault that took leaders away, the time until each shard they led
+/// acknowledged a write again.
+fn failover_times(history: &[Op], faults: &[Fault], start: Instant, shards: u32) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for fault in faults {
+        let at_us = fault.at.saturating_duration_since(start).as_micros() as u64;
+        for &shard in fault.shards_led.iter().filter(|&&s| s != 0) {
+            let first = history
+                .iter()
+                .filter(|op| op.invoke_us >= at_us && op.is_write())
+                .filter(|op| matches!(op.outcome, Outcome::Ok(_)))
+                .filter(|op| shard_for_key(op.key.as_bytes(), shards) == shard)
+                .map(|op| op.complete_us)
+                .min();
+            if let Some(done) = first {
+                times.push(Duration::from_micros(done - at_us));
+            }
+        }
+    }
+    times.sort();
+    times
+}
+
+impl fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(
+            f,
+            "chaos run: seed {} nodes {} shards {} duration {:?}",
+            c.seed, c.nodes, c.shards, c.duration
+        )?;
+        let mut by_kind: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for op in &self.history {
+            let kind = match &op.call {
+                Call::Get => "get",
+                Call::Put { condition: Condition::IfVersion(_), .. } => "cas",
+                Call::Put { ttl_ms, .. } if *ttl_ms > 0 => "put-ttl",
+                Call::Put { .. } => "put",
+                Call::Delete { .. } => "delete",
+                Call::Increment { .. } => "incr",
+            };
+            let outcome = match op.outcome {
+                Outcome::Ok(_) => "ok",
+                Outcome::Failed => "failed",
+                Outcome::Unknown => "unknown",
+            };
+            *by_kind.entry((kind, outcome)).or_default() += 1;
+        }
+        writeln!(f, "operations ({} total):", self.history.len())?;
+        for ((kind, outcome), n) in &by_kind {
+            writeln!(f, "  {kind:8} {outcome:8} {n}")?;
+        }
+        let mut faults: BTreeMap<String, usize> = BTreeMap::new();
+        for fault in &self.faults {
+            *faults.entry(format!("{:?}", fault.kind)).or_default() += 1;
+        }
+        writeln!(f, "faults injected: {faults:?}")?;
+        if self.failovers.is_empty() {
+            writeln!(f, "failover: no leader-loss fault measured")?;
+        } else {
+            let median = self.failovers[self.failovers.len() / 2];
+            let max = self.failovers[self.failovers.len() - 1];
+            writeln!(
+                f,
+                "failover (fault -> first acked write per shard led): median {median:?}, max {max:?} over {} shards",
+                self.failovers.len()
+            )?;
+        }
+        writeln!(f, "divergent replicas: {}", self.divergent.len())?;
+        for (shard, seen) in &self.divergent {
+            writeln!(f, "  shard {shard}: {seen:?}")?;
+        }
+        write!(f, "{}", self.check)?;
+        writeln!(f, "verdict: {}", if self.passed() { "PASS" } else { "FAIL" })
+    }
+}

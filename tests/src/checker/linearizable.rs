@@ -1,6 +1,6 @@
 //! Per-key linearizability: is there one order of a key's ops, consistent with their
 //! real-time order, in which every response is what the register model
-//! ([`super::model`]) gives?
+//! (`super::model`) gives?
 //!
 //! ## Algorithm
 //!

@@ -95,7 +95,7 @@ pub fn check_key(key: &str, ops: &[Op], final_phase_start_us: u64) -> Result<Che
         Anomaly { check: Check::Counters, key: key.to_string(), ops: shown, explanation }
     };
     let context = format!(
-        "the final read (invoked at {}) {}; the {} acknowledged increments that completed before it add {}, \
+        "the final read (invoked at {}) {}; the acknowledged increments that completed before it ({}) add {}, \
          and {} more are uncertain (deltas {})",
         Micros(last.invoke_us),
         if *found { format!("saw {value:?}") } else { "found no key".to_string() },

@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | [`history`] | the op, call and outcome types: the contract with the runner | — |
 //! | `model` | the sequential spec of one key (private) | — |
+//! | `shrink` | minimal witnesses and explanations of linearizability violations (private) | — |
 //! | [`linearizable`] | one order of the key's ops, respecting real time, explains every response | keys without TTL puts |
 //! | [`counters`] | final value = acknowledged increments + some subset of the uncertain ones | keys written only by `Increment` |
 //! | [`lost_writes`] | every acknowledged write is visible in the final read or superseded | every key with a final read |
@@ -41,18 +42,37 @@
 //! [`CheckConfig::final_phase_start_us`]. The lost-write and counter checks use, for
 //! each key, the last successful such read.
 //!
+//! ## What the runner must do
+//!
+//! - Record every request as one [`Op`], with `invoke_us`/`complete_us` from one
+//!   monotonic clock, and classify its end honestly (above).
+//! - Write a value no other op writes with every `Put`; keep counters (only
+//!   `Increment` and `Get`) and registers on separate keys; rotate keys so that each
+//!   sees at most a few thousand ops (see [`linearizable`] for why).
+//! - After healing, read every key once more and pass the time that phase began as
+//!   [`CheckConfig::final_phase_start_us`]; pass a bound on the clock difference
+//!   between the runner and the leaders as [`CheckConfig::clock_bound_ms`].
+//! - Call [`check_all`], print the [`Report`] (its `Display` is the summary) and
+//!   fail the run unless [`Report::is_valid`].
+//!
 //! ## Limits
 //!
 //! - Per key only: P-compositionality makes that enough for linearizability of
 //!   single-key ops, but nothing here looks at cross-key atomicity (ringkv has no
 //!   multi-key ops).
 //! - The linearizability search is exponential in the worst case; it is bounded by
-//!   [`SearchLimits`] and reports a key *inconclusive* rather than run forever (see
-//!   [`linearizable`] for the costs). Counter subset sums are bounded too.
+//!   [`SearchLimits`] and reports a key *inconclusive* rather than run forever.
+//!   Register keys are checked fast; a violation late in a long history of a counter
+//!   key with many unknown increments usually comes back inconclusive, and the
+//!   counter check has to catch it (see [`linearizable`] for measurements). The
+//!   search may credit an unobserved unknown-outcome put or delete more than once, a
+//!   deliberate approximation that can only hide anomalies, never invent them.
 //! - Versions may repeat across writes to one key only for writes in flight together
-//!   (one Raft batch). The checkers cannot see batches; a read that observed the
-//!   intermediate state inside a batch would go unnoticed.
-//! - Touch, STALE reads and increments with a TTL are not modelled.
+//!   (one Raft batch; `KvState::apply` gives every op of an entry its index). The
+//!   checkers cannot see batches; a read that observed the intermediate state inside
+//!   a batch would go unnoticed.
+//! - Touch, STALE reads and increments with a TTL are not modelled; keys with TTL
+//!   puts are left to the TTL and lost-write checks.
 //!
 //! ## Caveats / not done yet
 //!
@@ -61,6 +81,8 @@
 //!   unknown write).
 //! - The counter check uses the final read only; intermediate increment results are
 //!   checked by the linearizability search.
+//! - Mixed keys (string values and increments) with many never-applied increments
+//!   can make the search inconclusive even on valid histories.
 //! - No visualisation of a witness beyond the text of [`Anomaly`].
 
 pub mod counters;
@@ -68,6 +90,7 @@ pub mod history;
 pub mod linearizable;
 pub mod lost_writes;
 mod model;
+mod shrink;
 pub mod ttl;
 
 #[cfg(test)]
@@ -189,6 +212,13 @@ pub struct CheckConfig {
     pub search: SearchLimits,
 }
 
+impl CheckConfig {
+    /// With the default search limits.
+    pub fn new(final_phase_start_us: u64, clock_bound_ms: u64) -> CheckConfig {
+        CheckConfig { final_phase_start_us, clock_bound_ms, search: SearchLimits::default() }
+    }
+}
+
 /// Every checker's summary of one history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -295,7 +325,7 @@ mod tests {
     use super::*;
 
     fn config() -> CheckConfig {
-        CheckConfig { final_phase_start_us: 1_000, clock_bound_ms: 5, search: SearchLimits::default() }
+        CheckConfig::new(1_000, 5)
     }
 
     #[test]

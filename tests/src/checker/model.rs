@@ -40,7 +40,7 @@ pub(super) enum Ver {
 }
 
 impl Ver {
-    fn floor(self) -> Version {
+    pub fn floor(self) -> Version {
         match self {
             Ver::Known(v) | Ver::AtLeast(v) => v,
         }
@@ -70,7 +70,7 @@ impl State {
 }
 
 /// A read's observed value, resolved against the interned strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Observed {
     /// The interned id if some `Put` of this key wrote exactly this string.
     pub str_id: Option<u32>,
@@ -88,7 +88,7 @@ impl Observed {
 }
 
 /// What a write required of the key to succeed (the `Put`/`Delete` conditions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Guard {
     Always,
     Absent,
@@ -98,7 +98,7 @@ pub(super) enum Guard {
 
 /// An op compiled for the search. Ops without any possible effect or constraint
 /// (failed ops, reads with unknown outcome) are not compiled at all.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Action {
     /// `found == false` ignores `observed` and `version`.
     Get { found: bool, observed: Observed, version: Version, text: String },
@@ -126,13 +126,24 @@ impl Entry {
         self.complete_us == u64::MAX
     }
 
-    /// Whether the op, to take effect, may need other unknown-outcome ops before it:
-    /// it is conditional on presence and version, or builds on a counter.
-    pub fn needs_enablers(&self) -> bool {
-        matches!(
-            self.action,
-            Action::Write { guard: Guard::Absent | Guard::Version(_), .. } | Action::Increment { .. }
-        )
+    /// Whether the op needs a version below `floor`: at a state whose version is
+    /// at least `floor`, and at every state after it (versions only grow), it can
+    /// never take effect.
+    pub fn needs_version_below(&self, floor: Version) -> bool {
+        match &self.action {
+            Action::Get { found: true, version, .. } => *version < floor,
+            Action::Write { result: Some((false, y)), .. } => *y > 0 && *y < floor,
+            Action::Write { result: Some((true, w)), guard, .. } => {
+                *w < floor || matches!(guard, Guard::Version(x) if *x < floor)
+            }
+            Action::Increment { result: Some((_, w)), .. } => *w < floor,
+            _ => false,
+        }
+    }
+
+    /// A write conditional on the key's version (`if_version`).
+    pub fn is_version_conditional(&self) -> bool {
+        matches!(self.action, Action::Write { guard: Guard::Version(_), .. })
     }
 
     /// A read or a write that reported its condition false: changes nothing but
@@ -144,39 +155,90 @@ impl Entry {
 
 /// The kinds of state that would let some blocked ops take effect, to tell which
 /// unknown-outcome writes could help them (see `linearizable`'s module docs).
+/// Every unknown-outcome write linearized at a state `s` gets a version of at least
+/// `s`'s, so needs for a lower version are dropped: nothing still to come meets them.
 #[derive(Debug, Default)]
 pub(super) struct Needs {
     values: Vec<u32>,
     absent: bool,
     present: bool,
     counter: bool,
+    /// The counter values needed (when `counter` comes from waiting ops).
+    targets: Vec<i64>,
 }
 
 impl Needs {
     pub fn clear(&mut self) {
         self.values.clear();
+        self.targets.clear();
         (self.absent, self.present, self.counter) = (false, false, false);
     }
 
-    /// Records what `e` (blocked, or valid only by binding a version) needs the key
-    /// to hold. Over-approximates: a need no write can meet does no harm.
-    pub fn add(&mut self, e: &Entry) {
+    /// Drops the counter need if no needed value can be reached from the key's
+    /// counter at `s` (or from 0 after a delete, or from an integer put) by adding
+    /// some of the `deltas` of the unknown-outcome increments still available: a
+    /// sound interval test, cheap enough for every node.
+    pub fn drop_unreachable_counters(&mut self, s: &State, values: &Values, available: &[&Entry]) {
+        if !self.counter || self.targets.is_empty() {
+            return;
+        }
+        let (mut low, mut high) = (0i128, 0i128);
+        let mut bases: Vec<i128> = Vec::new();
+        match s.value {
+            None => bases.push(0),
+            Some(Val::Int(n)) => bases.push(n.into()),
+            Some(Val::Str(id)) => bases.extend(values.ints[id as usize].map(i128::from)),
+        }
+        for u in available {
+            match &u.action {
+                Action::Increment { delta, .. } if *delta < 0 => low += i128::from(*delta),
+                Action::Increment { delta, .. } => high += i128::from(*delta),
+                Action::Write { value: None, .. } => bases.push(0),
+                Action::Write { value: Some(id), .. } => {
+                    bases.extend(values.ints[*id as usize].map(i128::from))
+                }
+                Action::Get { .. } => {}
+            }
+        }
+        let reachable = |t: i128| bases.iter().any(|&b| b + low <= t && t <= b + high);
+        if !self.targets.iter().any(|&t| reachable(t.into())) {
+            self.counter = false;
+        }
+    }
+
+    /// Records what `e` (blocked at `s`, or valid there only by binding a version)
+    /// needs the key to hold. Over-approximates: a need no write can meet does no harm.
+    pub fn add(&mut self, e: &Entry, s: &State) {
+        let reachable = |v: Version| v >= s.version.floor();
         match &e.action {
             Action::Get { found: false, .. } => self.absent = true,
-            Action::Get { found: true, observed, .. } => {
+            Action::Get { found: true, observed, version, .. } if reachable(*version) => {
                 self.values.extend(observed.str_id);
                 self.counter |= observed.int.is_some();
+                self.targets.extend(observed.int);
             }
+            Action::Get { .. } => {}
             Action::Write { result: Some((false, y)), .. } => {
                 self.absent |= *y == 0;
-                self.present |= *y > 0;
+                self.present |= *y > 0 && reachable(*y);
             }
+            Action::Write { result: Some((true, w)), .. }
+            | Action::Increment { result: Some((_, w)), .. }
+                if !reachable(*w) => {}
             Action::Write { guard: Guard::Absent, .. } => self.absent = true,
-            Action::Write { guard: Guard::Present | Guard::Version(_), .. } => self.present = true,
+            Action::Write { guard: Guard::Present, .. } => self.present = true,
+            Action::Write { guard: Guard::Version(x), .. } => self.present |= reachable(*x),
             Action::Write { guard: Guard::Always, .. } => {}
             Action::Increment { delta, result } => {
                 self.counter = true;
-                self.absent |= result.is_none_or(|(value, _)| value.checked_sub(*delta) == Some(0));
+                match result.and_then(|(value, _)| value.checked_sub(*delta)) {
+                    Some(prev) => {
+                        self.absent |= prev == 0;
+                        self.targets.push(prev);
+                    }
+                    // Unknown outcome or overflow: any counter will do.
+                    None => self.targets.extend([i64::MIN, i64::MAX]),
+                }
             }
         }
     }
@@ -194,6 +256,28 @@ impl Needs {
             Action::Get { .. } => false,
         }
     }
+
+    /// Adds what the unknown-outcome op `u` needs before it to take effect at (or
+    /// after) `s`, given the needs `served` it meets; whether that added anything.
+    /// An unconditional delete needs nothing: where the key is absent, the absence
+    /// it provides is there already. An increment needs earlier writes only to be
+    /// applicable (the key holds a non-integer) or when a counter *value* is
+    /// needed: for presence alone, one write is enough.
+    pub fn add_enablers(&mut self, u: &Entry, s: &State, served: &Needs, values: &Values) -> bool {
+        let before = (self.absent, self.present, self.counter);
+        match &u.action {
+            Action::Write { guard: Guard::Absent, .. } => self.absent = true,
+            Action::Write { guard: Guard::Version(x), .. } => self.present |= *x >= s.version.floor(),
+            Action::Increment { .. } => {
+                let non_integer = matches!(s.value, Some(Val::Str(id)) if values.ints[id as usize].is_none());
+                if non_integer || served.counter || self.counter {
+                    (self.counter, self.absent) = (true, true);
+                }
+            }
+            _ => {}
+        }
+        before != (self.absent, self.present, self.counter)
+    }
 }
 
 /// The interned `Put` values of one key.
@@ -203,9 +287,21 @@ pub(super) struct Values {
     /// The counter value of each string, if it parses as one (`parse_i64` rules).
     ints: Vec<Option<i64>>,
     ids: HashMap<String, u32>,
+    /// The one id for every written value that no read returned and that is no
+    /// counter: nothing tells such values apart, so states differing only in which
+    /// of them is stored are one state.
+    unread: Option<u32>,
 }
 
 impl Values {
+    fn unread(&mut self) -> u32 {
+        *self.unread.get_or_insert_with(|| {
+            self.strings.push("an unread value".into());
+            self.ints.push(None);
+            self.strings.len() as u32 - 1
+        })
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&id) = self.ids.get(s) {
             return id;
@@ -222,8 +318,14 @@ impl Values {
         Observed { str_id: self.ids.get(s).copied(), int }
     }
 
+    /// Whether `id` is the merged value of writes no read returned.
+    pub fn is_unread(&self, id: u32) -> bool {
+        self.unread == Some(id)
+    }
+
     fn describe(&self, val: Val) -> String {
         match val {
+            Val::Str(id) if Some(id) == self.unread => self.strings[id as usize].clone(),
             Val::Str(id) => format!("{:?}", self.strings[id as usize]),
             Val::Int(n) => format!("counter {n}"),
         }
@@ -253,7 +355,10 @@ fn parse_counter(s: &str) -> Option<i64> {
 }
 
 /// Compiles one key's ops. `Err` names a malformed op (see [`Op::validate`]).
-pub(super) fn compile(ops: &[Op]) -> Result<(Vec<Entry>, Values), String> {
+/// `merge_unread` makes all values that no read returned (and that are no
+/// counters) one value: an exact reduction for the search, but explanations want
+/// the real values.
+pub(super) fn compile(ops: &[Op], merge_unread: bool) -> Result<(Vec<Entry>, Values), String> {
     let mut values = Values::default();
     // Intern every written string first, so reads resolve against all of them.
     for op in ops {
@@ -261,6 +366,8 @@ pub(super) fn compile(ops: &[Op]) -> Result<(Vec<Entry>, Values), String> {
             values.intern(value);
         }
     }
+    let read: std::collections::HashSet<&str> =
+        ops.iter().filter_map(|op| op.read_found()).map(|(v, _)| v).collect();
     let mut entries = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         op.validate().map_err(|e| format!("op {i} ({op}): {e}"))?;
@@ -287,7 +394,12 @@ pub(super) fn compile(ops: &[Op]) -> Result<(Vec<Entry>, Values), String> {
                     Some(Return::Put { succeeded, version }) => Some((*succeeded, *version)),
                     _ => None,
                 };
-                Action::Write { guard, value: Some(values.intern(value)), result }
+                let id = if !merge_unread || read.contains(value.as_str()) || parse_counter(value).is_some() {
+                    values.intern(value)
+                } else {
+                    values.unread()
+                };
+                Action::Write { guard, value: Some(id), result }
             }
             (Call::Delete { if_version }, ret) => {
                 let guard = if_version.map_or(Guard::Present, Guard::Version);
@@ -483,7 +595,7 @@ mod tests {
     use super::*;
 
     fn run(ops: &[Op]) -> Result<State, String> {
-        let (entries, values) = compile(ops).expect("well-formed");
+        let (entries, values) = compile(ops, false).expect("well-formed");
         entries
             .iter()
             .try_fold(State::INITIAL, |s, e| step(&s, e, &values).map_err(|m| m.explain(e, &s, &values)))

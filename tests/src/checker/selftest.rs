@@ -35,6 +35,8 @@ struct Shape {
     unknown_pct: u32,
     /// Allow increments (over string values they fail, as in the state machine).
     increments: bool,
+    /// A counter key instead: increments and reads only.
+    counter: bool,
 }
 
 /// A register history from a sequential run; returns the ops (in linearization
@@ -48,12 +50,19 @@ fn generate(rng: &mut StdRng, shape: Shape) -> Generated {
     let (mut last_version, mut batch_known_complete, mut next_index) = (0u64, 0u64, 0u64);
     let (mut ops, mut truth) = (Vec::new(), Vec::new());
     for i in 0..shape.ops {
-        let t = 1_000 + i as u64 * 100;
+        let t = 1_000 + shape.spread_us + i as u64 * 100;
         let invoke_us = t - rng.random_range(0..=shape.spread_us);
         let complete_us = t + rng.random_range(0..=shape.spread_us);
         let current = state.as_ref().map_or(0, |(_, v)| *v);
         let roll = rng.random_range(0..100);
         let call = match roll {
+            _ if shape.counter => {
+                if roll < 35 {
+                    Call::Get
+                } else {
+                    incr(rng.random_range(-5..=5))
+                }
+            }
             0..40 => Call::Get,
             40..60 => put(&format!("v{i}")),
             60..67 => put_if_absent(&format!("v{i}")),
@@ -147,6 +156,7 @@ fn generate(rng: &mut StdRng, shape: Shape) -> Generated {
         if rng.random_range(0..100) < 8 {
             // A write that never took effect.
             let ghost = match rng.random_range(0..3) {
+                _ if shape.counter => incr(rng.random_range(1..=5)),
                 0 => put(&format!("ghost{i}")),
                 1 => Call::Delete { if_version: None },
                 _ if shape.increments => incr(rng.random_range(1..=5)),
@@ -259,6 +269,7 @@ fn random_valid_histories_pass_and_single_corruptions_fail() {
             spread_us: [0, 50, 150, 400][seed as usize % 4],
             unknown_pct: [0, 10, 30][seed as usize % 3],
             increments: seed % 2 == 0,
+            counter: seed % 5 == 0,
         };
         let (mut ops, truth, _) = generate(&mut rng, shape);
         match linearizable::check_key("k", &ops, &limits) {
@@ -287,7 +298,13 @@ fn random_valid_histories_pass_and_single_corruptions_fail() {
 fn random_final_reads_show_lost_writes() {
     for seed in 0..200u64 {
         let mut rng = StdRng::seed_from_u64(seed);
-        let shape = Shape { ops: rng.random_range(5..60), spread_us: 150, unknown_pct: 20, increments: true };
+        let shape = Shape {
+            ops: rng.random_range(5..60),
+            spread_us: 150,
+            unknown_pct: 20,
+            increments: true,
+            counter: false,
+        };
         let (mut ops, truth, final_state) = generate(&mut rng, shape);
         // The final state, read in the final phase.
         let end = ops.iter().map(|op| op.complete_us).max().unwrap_or(0) + 1_000;
@@ -362,27 +379,47 @@ fn random_counters_catch_double_counting() {
 fn bench_linearizability_search() {
     let limits = SearchLimits::default();
     println!(
-        "{:>6} {:>7} {:>5} {:>8} {:>5} {:>10} {:>9} {:>9}  verdict",
-        "ops", "spread", "unk%", "searched", "conc", "steps", "states", "ms"
+        "{:>8} {:>6} {:>7} {:>5} {:>8} {:>5} {:>11} {:>9} {:>9}  verdict",
+        "key", "ops", "spread", "unk%", "corrupt", "conc", "steps", "states", "ms"
     );
-    for (n, spread_us, unknown_pct) in [
-        (1_000, 300, 10),
-        (5_000, 300, 10),
-        (5_000, 1_000, 10),
-        (10_000, 500, 5),
-        (5_000, 300, 30),
-        (2_000, 2_000, 10),
-    ] {
+    // Register keys: length, then concurrency (spread), then the share of unknown
+    // outcomes; then counter keys; then a key mixing both (string puts and
+    // increments, with a never-applied increment every ~40 ops).
+    let configs = [
+        ("register", 1_000, 300, 10),
+        ("register", 2_000, 300, 10),
+        ("register", 5_000, 300, 10),
+        ("register", 10_000, 300, 10),
+        ("register", 2_000, 100, 10),
+        ("register", 2_000, 600, 10),
+        ("register", 2_000, 1_000, 10),
+        ("register", 2_000, 300, 0),
+        ("register", 2_000, 300, 30),
+        ("counter", 1_000, 300, 10),
+        ("counter", 2_000, 300, 10),
+        ("counter", 2_000, 300, 30),
+        ("mixed", 1_000, 300, 10),
+        ("mixed", 2_000, 300, 10),
+    ];
+    for (kind_of_key, n, spread_us, unknown_pct) in configs {
+        // The corruption (of the chosen kinds, see `corrupt`) hits an op in the
+        // last 5%, so the search first gets through everything else.
         for corrupted in [false, true] {
             let mut rng = StdRng::seed_from_u64(n as u64 + spread_us);
-            let shape = Shape { ops: n, spread_us, unknown_pct, increments: true };
+            let shape = Shape {
+                ops: n,
+                spread_us,
+                unknown_pct,
+                increments: kind_of_key == "mixed",
+                counter: kind_of_key == "counter",
+            };
             let (mut ops, truth, _) = generate(&mut rng, shape);
+            let mut kind = "-";
             if corrupted {
-                // Corrupt an op near the end, so the search first passes everything else.
-                let mut tail_rng = StdRng::seed_from_u64(7);
                 let from = ops.len() - ops.len() / 20;
-                if corrupt(&mut tail_rng, &mut ops[from..], &truth[from..]).is_none() {
-                    continue;
+                match corrupt(&mut StdRng::seed_from_u64(7), &mut ops[from..], &truth[from..]) {
+                    Some(k) => kind = k,
+                    None => continue,
                 }
             }
             let started = std::time::Instant::now();
@@ -392,14 +429,16 @@ fn bench_linearizability_search() {
                 Ok(KeyVerdict::Linearizable(s)) => (*s, "linearizable".to_string()),
                 Ok(KeyVerdict::Inconclusive { stats, .. }) => (*stats, "INCONCLUSIVE".to_string()),
                 Ok(KeyVerdict::Skipped { reason }) => panic!("{reason}"),
-                Err(anomaly) => (
-                    Default::default(),
-                    format!("violation, witness of {} ops (incl. shrink)", anomaly.ops.len()),
-                ),
+                Err(anomaly) => {
+                    (Default::default(), format!("violation ({kind}), witness of {} ops", anomaly.ops.len()))
+                }
             };
             println!(
-                "{n:>6} {spread_us:>7} {unknown_pct:>5} {:>8} {:>5} {:>10} {:>9} {ms:>9.1}  {what}",
-                stats.ops, stats.concurrency, stats.steps, stats.states
+                "{kind_of_key:>8} {n:>6} {spread_us:>7} {unknown_pct:>5} {:>8} {:>5} {:>11} {:>9} {ms:>9.1}  {what}",
+                if corrupted { "yes" } else { "no" },
+                stats.concurrency,
+                stats.steps,
+                stats.states
             );
         }
     }

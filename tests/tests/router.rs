@@ -179,7 +179,11 @@ async fn the_router_serves_every_shard_through_leader_kills() {
     let outcomes = outcomes.lock().await;
     assert!(outcomes.acked.len() > 50, "workload made no progress: {} acked", outcomes.acked.len());
     assert_only_retryable(&outcomes.errors);
-    assert!(outcomes.transport_errors.is_empty(), "the router's connection failed: {:?}", outcomes.transport_errors);
+    assert!(
+        outcomes.transport_errors.is_empty(),
+        "the router's connection failed: {:?}",
+        outcomes.transport_errors
+    );
     check_acked(&router, &outcomes.acked).await;
     windows.sort();
     println!(

@@ -11,9 +11,16 @@
 //! Queue: bounded at [`QUEUE_CAPACITY`] waiting reads; when full, `confirm`
 //! waits, pushing back on clients.
 //!
+//! A leader that openraft restored at restart (same term, see
+//! [`crate::shard`]) additionally waits, while it stays in that term, until the
+//! last entry of its log at restart is applied: its own read index can be behind
+//! writes it acknowledged before the crash ([`ReadFence`]).
+//!
 //! ## Caveats / not done yet
 //! - No leader-lease fast path (DESIGN allows it only as an opt-in with a stated
 //!   clock bound).
+
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use ringkv_core::ShardId;
@@ -27,6 +34,17 @@ pub const QUEUE_CAPACITY: usize = 8192;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
 
+/// Longest a read waits for a restored leader to apply its pre-crash log.
+const FENCE_WAIT: Duration = Duration::from_secs(2);
+
+/// A read index floor for a leader restored at restart: while the shard's term
+/// is `term`, reads wait until `index` is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadFence {
+    pub term: u64,
+    pub index: u64,
+}
+
 /// The handle on one shard's read batcher task.
 #[derive(Clone)]
 pub struct ReadBatcher {
@@ -35,9 +53,9 @@ pub struct ReadBatcher {
 }
 
 impl ReadBatcher {
-    pub fn spawn(shard: ShardId, raft: Raft) -> ReadBatcher {
+    pub fn spawn(shard: ShardId, raft: Raft, fence: Option<ReadFence>) -> ReadBatcher {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(shard, raft, rx));
+        tokio::spawn(run(shard, raft, fence, rx));
         ReadBatcher { shard, tx }
     }
 
@@ -51,15 +69,34 @@ impl ReadBatcher {
     }
 }
 
-async fn run(shard: ShardId, raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
+async fn run(shard: ShardId, raft: Raft, mut fence: Option<ReadFence>, mut rx: mpsc::Receiver<Waiter>) {
     let mut waiters = Vec::new();
     // Cancel-safe: recv_many loses nothing when it returns.
     while rx.recv_many(&mut waiters, QUEUE_CAPACITY).await > 0 {
-        let result = raft.ensure_linearizable().await.map(|_| ()).map_err(|e| read_error(shard, e));
+        // Past the restored term, any confirmation is a later leader's, whose
+        // read index covers an entry of its own term: the fence is moot.
+        if fence.is_some_and(|f| raft.metrics().borrow().current_term != f.term) {
+            fence = None;
+        }
+        let mut result = raft.ensure_linearizable().await.map(|_| ()).map_err(|e| read_error(shard, e));
+        if let (Some(f), Ok(())) = (fence, &result) {
+            result = wait_applied(shard, &raft, f.index).await;
+        }
         for waiter in waiters.drain(..) {
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+/// Waits until `index` is applied here, or `FENCE_WAIT` passes.
+async fn wait_applied(shard: ShardId, raft: &Raft, index: u64) -> Result<(), Error> {
+    raft.wait(Some(FENCE_WAIT))
+        .applied_index_at_least(Some(index), "restored leader read fence")
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Error::Unavailable(format!("shard {shard}: restored leader has not applied its log yet: {e}"))
+        })
 }
 
 fn read_error(

@@ -4,14 +4,16 @@
 use std::sync::{Arc, RwLock};
 
 use openraft::ServerState;
+use openraft::storage::RaftLogStorage;
 use ringkv_core::ShardId;
 
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::proposer::Proposer;
+use crate::raft_types::StorageError;
 use crate::raft_types::{NodeId, Raft};
-use crate::reader::ReadBatcher;
-use crate::store::{NodeStorage, ShardState};
+use crate::reader::{ReadBatcher, ReadFence};
+use crate::store::{LogStore, NodeStorage, ShardState};
 use crate::transport::{PeerPool, ShardNetworkFactory};
 
 /// A replica of one shard hosted by this node.
@@ -34,8 +36,11 @@ impl Shard {
         storage: &NodeStorage,
         pool: Arc<PeerPool>,
     ) -> Result<Shard, Error> {
-        let (log_store, sm_store) =
+        let (mut log_store, sm_store) =
             storage.open_shard(id).map_err(|e| Error::Internal(format!("shard {id}: {e}")))?;
+        let fence = restored_leadership(config.id, &mut log_store)
+            .await
+            .map_err(|e| Error::Internal(format!("shard {id}: reading the vote and log: {e}")))?;
         let state = sm_store.state();
         let raft_config = config
             .raft_config(id)
@@ -44,8 +49,11 @@ impl Shard {
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| Error::Internal(format!("shard {id}: cannot start Raft: {e}")))?;
+        if raft.metrics().borrow().current_term > 0 {
+            hold_back_campaign(&raft, config);
+        }
         let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops);
-        let reader = ReadBatcher::spawn(id, raft.clone());
+        let reader = ReadBatcher::spawn(id, raft.clone(), fence);
         Ok(Shard { id, raft, state, proposer, reader })
     }
 
@@ -95,4 +103,46 @@ impl Shard {
     pub fn voters(&self) -> Vec<NodeId> {
         self.raft.server_metrics().borrow().membership_config.voter_ids().collect()
     }
+}
+
+/// The read fence of a replica that restarts as its shard's leader.
+///
+/// openraft 0.9 restores a replica whose persisted vote is its own committed
+/// leadership as leader at once, in the same term. Such a leader's read index
+/// (`max(committed, first entry of its term)`) can be behind entries it had
+/// already acknowledged, because the commit index it persisted lags by a
+/// round: a linearizable read served there would miss acknowledged writes. Every
+/// acknowledged entry is in its log, so until it leaves that term its reads must
+/// also wait until its last log entry at restart is applied.
+async fn restored_leadership(
+    node: NodeId,
+    log_store: &mut LogStore,
+) -> Result<Option<ReadFence>, StorageError> {
+    let Some(vote) = log_store.read_vote().await? else { return Ok(None) };
+    if !vote.is_committed() || vote.leader_id().voted_for() != Some(node) {
+        return Ok(None);
+    }
+    let last_log = log_store.get_log_state().await?.last_log_id;
+    Ok(last_log.map(|last| ReadFence { term: vote.leader_id().get_term(), index: last.index }))
+}
+
+/// Keeps a restarted replica from campaigning until a live leader has had the
+/// time to reach it.
+///
+/// openraft 0.9 forgets when it last heard from a leader across a restart, so a
+/// restarted follower starts an election on its first tick. The others refuse it
+/// (their leader lease holds), but it has bumped its term, and the leader steps
+/// down the moment this replica answers its next AppendEntries with that higher
+/// term: every restart would cost each of its shards a needless election (about
+/// half a second without a leader). Waiting one leader lease plus the longest
+/// election timeout, as a follower that just heard from its leader would, lets a
+/// live leader's heartbeat arrive first; if none does, it campaigns as usual.
+fn hold_back_campaign(raft: &Raft, config: &NodeConfig) {
+    raft.runtime_config().elect(false);
+    let raft = raft.clone();
+    let delay = std::time::Duration::from_millis(2 * config.election_timeout_max_ms);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        raft.runtime_config().elect(true);
+    });
 }

@@ -29,10 +29,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Minimum election timeout in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 150)]
     pub election_timeout_min_ms: u64,
     /// Maximum election timeout in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 300)]
     pub election_timeout_max_ms: u64,
     /// Snapshot each shard and purge its log every this many entries.
     #[arg(long, default_value_t = 10_000)]

@@ -80,10 +80,10 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
-            max_attempts: 16,
+            max_attempts: 64,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             backoff_initial: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(500),
+            backoff_max: Duration::from_millis(200),
             shard_count: None,
             routing: Routing::Auto,
         }
@@ -591,10 +591,20 @@ impl Client {
     }
 }
 
+/// HTTP/2 keepalive: a node that stops answering pings for this long (a
+/// paused or hung process, whose kernel still holds the TCP connection open)
+/// has its connection closed, failing the requests waiting on it, so that
+/// later requests go elsewhere instead of queueing behind it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// The endpoint of a node address (`host:port`), plain HTTP/2.
 fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(opts.connect_timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true))
 }
 

@@ -106,14 +106,16 @@
 //! | answer | did the node execute it? | next attempt | map |
 //! | --- | --- | --- | --- |
 //! | `NotLeader` naming another node | no | that node, at once (after a backoff if this round already tried it) | refreshed if the map does not know that node |
-//! | `NotLeader` without a leader, or naming itself | no | the next candidate, after a backoff (an election is under way) | |
+//! | `NotLeader` without a leader, naming itself, or naming a node this call could not connect to | no | the next candidate, after a backoff (an election is under way; the hint is the followers' stale belief in a dead leader) | |
 //! | `WrongShard` | no | the next candidate, at once; after a backoff once every candidate was tried | refreshed unless the node's map is not newer |
-//! | no connection (refused, connect timeout) | not sent | the next candidate, after a backoff — writes too | |
+//! | no connection (refused, connect timeout) | not sent | the next candidate, after a backoff — writes too; that node goes last in later rounds of the call | |
 //! | `UNAVAILABLE`, timeout, connection lost | maybe | reads: the next candidate, after a backoff. Writes: none, the error is returned (outcome unknown) | |
 //! | anything else | no | none: the error is returned | |
 //!
 //! Backoffs use *full jitter*: the n-th backoff of a call is uniform in
-//! `[0, min(backoff_max, backoff_initial · 2ⁿ))` (20 ms and 500 ms by default), so
+//! `[0, min(backoff_max, backoff_initial · 2ⁿ))` (20 ms and 200 ms by default: an
+//! election takes about half a second, and a longer cap would add most of a cap
+//! to every failover), so
 //! clients that failed together do not come back together. A backoff that would
 //! end past the deadline ends the call instead, with the last attempt's error.
 //!

@@ -52,6 +52,11 @@ pub(crate) struct Attempts {
     shard: Option<ShardId>,
     /// Addresses sent to in the current round.
     tried: Vec<String>,
+    /// Addresses no connection could be made to during this operation. A `NotLeader` hint naming one of them is the followers' stale
+    /// belief in a leader that just died: following it would bounce between a
+    /// follower and a dead node until the election ends, so it counts as "no
+    /// leader known", and such addresses go last in every round.
+    unreachable: Vec<String>,
     policy: BackoffPolicy,
     /// Backoffs taken so far (the exponent of the next one).
     backoffs: u32,
@@ -70,7 +75,15 @@ impl Attempts {
         let prefer = if stale { Prefer::Replica(table.next_replica_rotation()) } else { Prefer::Leader };
         let candidates = table.candidates(shard, prefer);
         let first = candidates.into_iter().next().expect("candidates end with the seeds, never empty");
-        let attempts = Attempts { write, prefer, shard, tried: vec![first.clone()], policy, backoffs: 0 };
+        let attempts = Attempts {
+            write,
+            prefer,
+            shard,
+            tried: vec![first.clone()],
+            unreachable: Vec::new(),
+            policy,
+            backoffs: 0,
+        };
         (attempts, first)
     }
 
@@ -103,7 +116,7 @@ impl Attempts {
                 self.shard.get_or_insert(*shard);
                 table.note_node_answer();
                 match leader_addr.as_deref() {
-                    Some(leader) if leader != addr => {
+                    Some(leader) if leader != addr && !self.unreachable.iter().any(|u| u == leader) => {
                         table.note_leader(*shard, leader);
                         // A leader the map does not know: a node joined since.
                         table.epoch().is_some() && !table.knows_addr(leader)
@@ -124,6 +137,9 @@ impl Attempts {
             }
             Error::Unavailable(_) | Error::DeadlineExceeded | Error::Transport(_) => {
                 table.forget_address(addr);
+                if matches!(err, Error::Transport(_)) {
+                    self.note_unreachable(addr);
+                }
                 false
             }
             _ => false,
@@ -134,7 +150,9 @@ impl Attempts {
         let (next, after) = match err {
             // Follow a redirect at once, unless this round has already been there:
             // then leadership is moving and hints are stale, so back off first.
-            Error::NotLeader { leader_addr: Some(leader), .. } if leader != addr => {
+            Error::NotLeader { leader_addr: Some(leader), .. }
+                if leader != addr && !self.unreachable.contains(leader) =>
+            {
                 let after = if self.tried.contains(leader) { self.backoff(jitter) } else { Duration::ZERO };
                 (leader.clone(), after)
             }
@@ -160,13 +178,21 @@ impl Attempts {
     /// round starts (leaving `tried` empty, which callers read as "back off") at
     /// the first candidate other than `current`, unless it is the only one.
     fn next_candidate(&mut self, table: &RouteTable, current: &str) -> String {
-        let candidates = table.candidates(self.shard, self.prefer);
+        let mut candidates = table.candidates(self.shard, self.prefer);
+        // Reachable ones first; the order is otherwise kept (stable sort).
+        candidates.sort_by_key(|addr| self.unreachable.contains(addr));
         if let Some(next) = candidates.iter().find(|addr| !self.tried.contains(addr)) {
             return next.clone();
         }
         self.tried.clear();
         // Not empty: candidates end with the seeds.
         candidates.iter().find(|addr| *addr != current).unwrap_or(&candidates[0]).clone()
+    }
+
+    fn note_unreachable(&mut self, addr: &str) {
+        if !self.unreachable.iter().any(|u| u == addr) {
+            self.unreachable.push(addr.to_string());
+        }
     }
 
     /// This step's backoff: full jitter over the current ceiling, which doubles
@@ -185,7 +211,7 @@ mod tests {
     use crate::route_table::tests::table;
 
     const POLICY: BackoffPolicy =
-        BackoffPolicy { initial: Duration::from_millis(20), max: Duration::from_millis(500) };
+        BackoffPolicy { initial: Duration::from_millis(20), max: Duration::from_millis(200) };
 
     /// Every test's jitter sample: half of each ceiling, so the delays read
     /// 10, 20, 40, … ms.
@@ -286,6 +312,31 @@ mod tests {
         assert_eq!((table.leader(1), table.leader(2), table.last_good()), (None, None, None));
     }
 
+    /// The leader b:1 died: it refuses connections while a and c still name it
+    /// until their election ends. The operation must not bounce back to b:1 on
+    /// their hints; it polls the live replicas until one names a new leader.
+    #[test]
+    fn hints_naming_a_node_that_refused_are_not_followed() {
+        let mut table = table(Routing::Auto);
+        let (mut attempts, first) = Attempts::start(&mut table, Some(1), true, false, POLICY);
+        assert_eq!(first, "b:1");
+        let refused = Error::Transport("refused".into());
+        let d = attempts.after_error(&mut table, "b:1", &refused, HALF);
+        assert_eq!(d.step, retry("a:1", 10));
+        let d = attempts.after_error(&mut table, "a:1", &not_leader(1, Some("b:1")), HALF);
+        assert_eq!(d.step, retry("c:1", 20), "stale hint treated as no leader");
+        assert_eq!(table.leader(1), None, "stale hint not cached");
+        let d = attempts.after_error(&mut table, "c:1", &not_leader(1, Some("b:1")), HALF);
+        // c:1 was the last live replica; the seeds come next, the dead node last.
+        assert_eq!(d.step, retry("z:1", 40));
+        let d = attempts.after_error(&mut table, "z:1", &not_leader(1, Some("b:1")), HALF);
+        assert_eq!(d.step, retry("a:1", 80), "a new round starts with the live replicas");
+        // The election is over: a names c, which is followed at once.
+        let d = attempts.after_error(&mut table, "a:1", &not_leader(1, Some("c:1")), HALF);
+        assert_eq!(d.step, retry("c:1", 0));
+        assert_eq!(table.leader(1), Some("c:1"));
+    }
+
     #[test]
     fn the_shard_is_learned_from_the_first_detail() {
         let mut table = table(Routing::Auto);
@@ -329,10 +380,10 @@ mod tests {
             steps.push((next.clone(), after.as_millis()));
             addr = next;
         }
-        let want = [("a:1", 20), ("c:1", 40), ("z:1", 80), ("a:1", 160), ("b:1", 320), ("c:1", 500)];
+        let want = [("a:1", 20), ("c:1", 40), ("z:1", 80), ("a:1", 160), ("b:1", 200), ("c:1", 200)];
         let got: Vec<_> = steps.iter().take(6).map(|(a, ms)| (a.as_str(), *ms)).collect();
         assert_eq!(got, want);
-        assert_eq!(steps[7].1, 500, "capped");
+        assert_eq!(steps[7].1, 200, "capped");
     }
 
     #[test]

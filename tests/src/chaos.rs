@@ -81,9 +81,12 @@ pub struct ChaosReport {
     /// Shards whose replicas did not converge to one state, with what each
     /// replica reported.
     pub divergent: Vec<(u32, Vec<ReplicaView>)>,
-    /// Leader-loss faults: time from the fault to the first acknowledged write on
-    /// each shard the hit nodes led.
-    pub failovers: Vec<Duration>,
+    /// Per group of fault kinds (leader kill, pause, partition, whole-cluster
+    /// kill): time from the fault (from the restart, for a whole-cluster kill) to
+    /// the first acknowledged write on each shard the hit nodes led, sorted.
+    pub failovers: Vec<(&'static str, Vec<Duration>)>,
+    /// When the workload started: the zero of the history's and the faults' times.
+    pub start: Instant,
 }
 
 impl ChaosReport {
@@ -280,9 +283,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             break;
         }
         tokio::time::sleep(gap).await;
-        let fault = nemesis.inject(&mut cluster).await;
+        let mut fault = nemesis.inject(&mut cluster).await;
         tokio::time::sleep(hold).await;
         nemesis.heal(&mut cluster, &fault).await;
+        fault.healed = Some(Instant::now());
         faults.push(fault);
     }
     for c in clients {
@@ -321,7 +325,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         &CheckConfig { final_phase_start_us, clock_bound_ms: 250, search: Default::default() },
     );
     let failovers = failover_times(&history, &faults, start, config.shards);
-    ChaosReport { config, history, faults, check, divergent, failovers }
+    ChaosReport { config, history, faults, check, divergent, failovers, start }
 }
 
 /// Waits (bounded) for every shard's replicas to reach one applied index and
@@ -364,10 +368,40 @@ async fn convergence(cluster: &Cluster, shards: u32) -> Vec<(u32, Vec<ReplicaVie
 
 /// For each fault that took leaders away, the time until each shard they led
 /// acknowledged a write again.
-fn failover_times(history: &[Op], faults: &[Fault], start: Instant, shards: u32) -> Vec<Duration> {
-    let mut times = Vec::new();
+/// The failover measures, one per group of fault kinds: (group, what is measured).
+const FAILOVER_GROUPS: [(&str, &str); 4] = [
+    ("leader kill", "kill -> first acked write per shard the node led"),
+    ("pause", "SIGSTOP -> first acked write per shard the node led"),
+    ("partition", "cut -> first acked write per shard the cut-off side led"),
+    ("whole-cluster kill", "restart -> first acked write per shard"),
+];
+
+fn failover_group(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::KillRandom | FaultKind::KillBusiestLeader => FAILOVER_GROUPS[0].0,
+        FaultKind::Pause => FAILOVER_GROUPS[1].0,
+        FaultKind::IsolateNode | FaultKind::SplitMajorityMinority => FAILOVER_GROUPS[2].0,
+        FaultKind::KillAll => FAILOVER_GROUPS[3].0,
+    }
+}
+
+/// Per group of [`FAILOVER_GROUPS`], the sorted times from each fault to the
+/// first acknowledged write on each shard the hit nodes led. A whole-cluster
+/// kill is an outage for as long as it is held, so it is measured from the
+/// restart instead.
+fn failover_times(
+    history: &[Op],
+    faults: &[Fault],
+    start: Instant,
+    shards: u32,
+) -> Vec<(&'static str, Vec<Duration>)> {
+    let mut groups: Vec<(&'static str, Vec<Duration>)> =
+        FAILOVER_GROUPS.iter().map(|(group, _)| (*group, Vec::new())).collect();
     for fault in faults {
-        let at_us = fault.at.saturating_duration_since(start).as_micros() as u64;
+        let from = if fault.kind == FaultKind::KillAll { fault.healed.unwrap_or(fault.at) } else { fault.at };
+        let at_us = from.saturating_duration_since(start).as_micros() as u64;
+        let times =
+            &mut groups.iter_mut().find(|(g, _)| *g == failover_group(fault.kind)).expect("a group").1;
         for &shard in fault.shards_led.iter().filter(|&&s| s != 0) {
             let first = history
                 .iter()
@@ -381,8 +415,10 @@ fn failover_times(history: &[Op], faults: &[Fault], start: Instant, shards: u32)
             }
         }
     }
-    times.sort();
-    times
+    for (_, times) in &mut groups {
+        times.sort();
+    }
+    groups
 }
 
 impl fmt::Display for ChaosReport {
@@ -419,16 +455,33 @@ impl fmt::Display for ChaosReport {
             *faults.entry(format!("{:?}", fault.kind)).or_default() += 1;
         }
         writeln!(f, "faults injected: {faults:?}")?;
-        if self.failovers.is_empty() {
-            writeln!(f, "failover: no leader-loss fault measured")?;
-        } else {
-            let median = self.failovers[self.failovers.len() / 2];
-            let max = self.failovers[self.failovers.len() - 1];
-            writeln!(
-                f,
-                "failover (fault -> first acked write per shard led): median {median:?}, max {max:?} over {} shards",
-                self.failovers.len()
-            )?;
+        if !self.passed() {
+            // When each fault was on, to line anomalies up with (same clock as the history).
+            for fault in &self.faults {
+                let secs = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64();
+                let healed = fault.healed.map_or("never".to_string(), |t| format!("{:.3}s", secs(t)));
+                writeln!(
+                    f,
+                    "  {:.3}s .. {healed}  {:?} nodes {:?} (they led shards {:?})",
+                    secs(fault.at),
+                    fault.kind,
+                    fault.nodes,
+                    fault.shards_led
+                )?;
+            }
+        }
+        let spread = |times: &[Duration]| match times {
+            [] => "none measured".to_string(),
+            _ => format!(
+                "median {:?}, max {:?} over {} shards",
+                times[times.len() / 2],
+                times[times.len() - 1],
+                times.len()
+            ),
+        };
+        writeln!(f, "failover:")?;
+        for ((group, times), (_, what)) in self.failovers.iter().zip(FAILOVER_GROUPS) {
+            writeln!(f, "  {group:18} {}  ({what})", spread(times))?;
         }
         writeln!(f, "divergent replicas: {}", self.divergent.len())?;
         for (shard, seen) in &self.divergent {

@@ -61,6 +61,8 @@ pub struct Fault {
     /// Shards the hit nodes led when it was injected (leader kills and
     /// partitions): their failover time is measured from `at`.
     pub shards_led: Vec<u32>,
+    /// When it was healed (restarted, resumed, reconnected).
+    pub healed: Option<Instant>,
 }
 
 /// The fault injector.
@@ -134,7 +136,7 @@ impl Nemesis {
             }
         };
         let shards_led = led_by(&nodes);
-        Fault { kind, at, nodes, shards_led }
+        Fault { kind, at, nodes, shards_led, healed: None }
     }
 
     /// Undoes `fault`: restarts killed nodes, resumes paused ones, heals

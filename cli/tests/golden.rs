@@ -34,7 +34,17 @@ fn replica(
     last_applied: u64,
     leader_id: u64,
 ) -> ReplicaStatus {
-    ReplicaStatus { shard, node_id, role: role.into(), term, last_applied, last_log: last_applied, leader_id }
+    ReplicaStatus {
+        shard,
+        node_id,
+        role: role.into(),
+        term,
+        last_applied,
+        last_log: last_applied,
+        leader_id,
+        approx_bytes: 0,
+        keys: 0,
+    }
 }
 
 /// Three nodes (one draining), the meta shard and three data shards: healthy,
@@ -100,6 +110,7 @@ fn fixture() -> ClusterStatusResponse {
                 replica_status: vec![replica(3, 3, "leader", 1, 9, 3), replica(3, 1, "follower", 1, 9, 3)],
             },
         ],
+        rebalance: None,
     }
 }
 

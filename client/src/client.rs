@@ -380,6 +380,106 @@ impl Client {
         .await
     }
 
+    /// Sends an operator `Admin` call to the meta shard's leader (following
+    /// `NotLeader`), or through a router. `write`: the call changes the cluster,
+    /// so an answer lost in transit is not retried (its outcome is unknown).
+    async fn meta_admin<T, F, Fut>(&self, name: &'static str, write: bool, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(AdminClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let op = Op { leader_confirmed: true, ..Op::kv(name, Some(META_SHARD), write, false) };
+        self.run(op, |channel, timeout| call(AdminClient::new(channel), timeout)).await
+    }
+
+    /// Registers node `id` at `addr` as joining (it hosts nothing until a
+    /// rebalance). Idempotent for the same id and address.
+    pub async fn add_node(&self, id: NodeId, addr: &str) -> Result<proto::AddNodeResponse, Error> {
+        let request = proto::AddNodeRequest { id, addr: addr.to_string() };
+        self.meta_admin("add_node", true, |mut admin, timeout| {
+            let request = request.clone();
+            async move { admin.add_node(with_timeout(request, timeout)).await }
+        })
+        .await
+    }
+
+    /// The moves a rebalance would make now; changes nothing.
+    pub async fn plan_rebalance(&self) -> Result<proto::PlanRebalanceResponse, Error> {
+        self.meta_admin("plan_rebalance", false, |mut admin, timeout| async move {
+            admin.plan_rebalance(with_timeout(proto::PlanRebalanceRequest {}, timeout)).await
+        })
+        .await
+    }
+
+    /// Commits the plan for the map at `expected_epoch` (refused if the map has
+    /// moved on or a plan is running). Limits of 0 take the defaults.
+    pub async fn start_rebalance(
+        &self,
+        expected_epoch: Epoch,
+        max_in_flight: u32,
+        max_per_node: u32,
+    ) -> Result<proto::RebalanceStatusResponse, Error> {
+        let request = proto::StartRebalanceRequest { expected_epoch, max_in_flight, max_per_node };
+        self.meta_admin("start_rebalance", true, |mut admin, timeout| async move {
+            admin.start_rebalance(with_timeout(request, timeout)).await
+        })
+        .await
+    }
+
+    /// The running (or last) rebalance and its progress.
+    pub async fn rebalance_status(&self) -> Result<proto::RebalanceStatusResponse, Error> {
+        self.meta_admin("rebalance_status", false, |mut admin, timeout| async move {
+            admin.rebalance_status(with_timeout(proto::RebalanceStatusRequest {}, timeout)).await
+        })
+        .await
+    }
+
+    /// `action`: "pause", "resume" or "abort".
+    pub async fn control_rebalance(&self, action: &str) -> Result<proto::RebalanceStatusResponse, Error> {
+        let request = proto::ControlRebalanceRequest { action: action.to_string() };
+        self.meta_admin("control_rebalance", true, |mut admin, timeout| {
+            let request = request.clone();
+            async move { admin.control_rebalance(with_timeout(request, timeout)).await }
+        })
+        .await
+    }
+
+    /// Marks `node` draining and commits the plan that empties it.
+    pub async fn drain_node(&self, node: NodeId) -> Result<proto::RebalanceStatusResponse, Error> {
+        self.meta_admin("drain_node", true, |mut admin, timeout| async move {
+            admin.drain_node(with_timeout(proto::DrainNodeRequest { node }, timeout)).await
+        })
+        .await
+    }
+
+    /// Removes `node` from the map; refused while it holds replicas.
+    pub async fn remove_node(&self, node: NodeId) -> Result<proto::RemoveNodeResponse, Error> {
+        self.meta_admin("remove_node", true, |mut admin, timeout| async move {
+            admin.remove_node(with_timeout(proto::RemoveNodeRequest { node }, timeout)).await
+        })
+        .await
+    }
+
+    /// Moves `shard`'s leadership to `node`, one of its voters.
+    pub async fn transfer_leader(
+        &self,
+        shard: ShardId,
+        node: NodeId,
+    ) -> Result<proto::TransferLeaderResponse, Error> {
+        self.meta_admin("transfer_leader", true, |mut admin, timeout| async move {
+            admin.transfer_leader(with_timeout(proto::TransferLeaderRequest { shard, node }, timeout)).await
+        })
+        .await
+    }
+
+    /// Transfers leaderships until every node leads ⌊S/N⌋ or ⌈S/N⌉ shards.
+    pub async fn balance_leaders(&self) -> Result<proto::BalanceLeadersResponse, Error> {
+        self.meta_admin("balance_leaders", true, |mut admin, timeout| async move {
+            admin.balance_leaders(with_timeout(proto::BalanceLeadersRequest {}, timeout)).await
+        })
+        .await
+    }
+
     /// The cluster map and each shard's current leader, from the meta shard's
     /// leader (found by following `NotLeader` for shard 0) or through a router.
     /// Also installs the map for routing, unless it is older than the one known.

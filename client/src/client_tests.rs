@@ -494,6 +494,90 @@ impl Admin for FakeServer {
     ) -> Result<Response<proto::InjectFaultResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn add_node(
+        &self,
+        _: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::AddNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn plan_rebalance(
+        &self,
+        _: Request<proto::PlanRebalanceRequest>,
+    ) -> Result<Response<proto::PlanRebalanceResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn start_rebalance(
+        &self,
+        _: Request<proto::StartRebalanceRequest>,
+    ) -> Result<Response<proto::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _: Request<proto::RebalanceStatusRequest>,
+    ) -> Result<Response<proto::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn control_rebalance(
+        &self,
+        _: Request<proto::ControlRebalanceRequest>,
+    ) -> Result<Response<proto::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn drain_node(
+        &self,
+        _: Request<proto::DrainNodeRequest>,
+    ) -> Result<Response<proto::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _: Request<proto::TransferLeaderRequest>,
+    ) -> Result<Response<proto::TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn balance_leaders(
+        &self,
+        _: Request<proto::BalanceLeadersRequest>,
+    ) -> Result<Response<proto::BalanceLeadersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn change_membership(
+        &self,
+        _: Request<proto::ChangeMembershipRequest>,
+    ) -> Result<Response<proto::ChangeMembershipResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn remove_replica(
+        &self,
+        _: Request<proto::RemoveReplicaRequest>,
+    ) -> Result<Response<proto::RemoveReplicaResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn leader_transfer_step(
+        &self,
+        _: Request<proto::LeaderTransferStepRequest>,
+    ) -> Result<Response<proto::LeaderTransferStepResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// A running fake cluster: its servers (index i is node i + 1, or the router)
@@ -581,6 +665,7 @@ fn map_of(
                 ..Default::default()
             })
             .collect(),
+        rebalance: None,
     }
 }
 

@@ -353,6 +353,7 @@ pub(crate) mod tests {
                 shard(2, &[2, 3, 4], 0),
                 shard(3, &[3, 4, 9], 4),
             ],
+            rebalance: None,
         }
     }
 

@@ -24,6 +24,19 @@ pub enum NodeState {
     Active,
     /// Being emptied: placement skips it.
     Draining,
+    /// Registered by `--join` / `admin add-node`: placement counts it, but it
+    /// holds nothing until a rebalance moves replicas to it (then it is active).
+    Joining,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Joining => "joining",
+        })
+    }
 }
 
 /// The whole cluster's layout at one epoch.

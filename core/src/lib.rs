@@ -9,6 +9,8 @@
 //! - [`placement`]: key → shard by hash arcs, shard → replicas on the virtual-node
 //!   ring (DESIGN §2).
 //! - [`cluster_map`]: the cluster map the meta shard replicates.
+//! - [`rebalance`]: the moves from the map's placement to the ring's, and the
+//!   committed plan the meta shard stores.
 //! - [`limits`]: validation of keys, values and TTLs, shared by every entry point so
 //!   that a bad request is refused the same way everywhere.
 //!
@@ -19,6 +21,7 @@ pub mod cluster_map;
 pub mod ids;
 pub mod limits;
 pub mod placement;
+pub mod rebalance;
 
 pub use cluster_map::{ClusterMap, NodeInfo, NodeState};
 pub use ids::{Epoch, META_SHARD, NodeId, ShardId, Version};

@@ -8,18 +8,25 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
-use ringkv_core::{ClusterMap, META_SHARD, NodeId, NodeState};
+use ringkv_core::rebalance::{MoveLimits, Plan};
+use ringkv_core::{ClusterMap, META_SHARD, NodeId};
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
-    ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
-    InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse,
-    InjectFaultRequest, InjectFaultResponse, NodeAddress, NodeStatusRequest, NodeStatusResponse,
-    PutClusterMapRequest, PutClusterMapResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
-    ReplicaStatus, ShardStatus,
+    AddNodeRequest, AddNodeResponse, BalanceLeadersRequest, BalanceLeadersResponse, ChangeMembershipRequest,
+    ChangeMembershipResponse, ClusterStatusRequest, ClusterStatusResponse, ControlRebalanceRequest,
+    CreateReplicaRequest, CreateReplicaResponse, DrainNodeRequest, InitClusterRequest, InitClusterResponse,
+    InitializeShardRequest, InitializeShardResponse, InjectFaultRequest, InjectFaultResponse,
+    LeaderTransferStepRequest, LeaderTransferStepResponse, NodeAddress, NodeStatusRequest,
+    NodeStatusResponse, PlanRebalanceRequest, PlanRebalanceResponse, PutClusterMapRequest,
+    PutClusterMapResponse, RebalanceStatusRequest, RebalanceStatusResponse, RemoveNodeRequest,
+    RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse, ReplicaChecksumRequest,
+    ReplicaChecksumResponse, ReplicaStatus, ShardStatus, StartRebalanceRequest, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::bootstrap::{self, admin_client};
+use crate::cluster_admin;
 use crate::codec;
 use crate::command::{Op, OpResult};
 use crate::error::Error;
@@ -52,7 +59,7 @@ async fn wait_for_epoch_above(meta: &Shard, epoch: u64, wait: Duration) {
 
 /// The cluster's status: the map, plus every node's report of its replicas
 /// (nodes that do not answer within a second are left out).
-async fn status_of(map: &ClusterMap) -> ClusterStatusResponse {
+async fn status_of(map: &ClusterMap, plan: Option<&Plan>) -> ClusterStatusResponse {
     let probes = map.nodes.values().map(|info| async move {
         let mut client = admin_client(&info.addr).ok()?;
         let mut req = Request::new(NodeStatusRequest {});
@@ -92,16 +99,10 @@ async fn status_of(map: &ClusterMap) -> ClusterStatusResponse {
         nodes: map
             .nodes
             .values()
-            .map(|n| NodeAddress {
-                id: n.id,
-                addr: n.addr.clone(),
-                state: match n.state {
-                    NodeState::Active => "active".into(),
-                    NodeState::Draining => "draining".into(),
-                },
-            })
+            .map(|n| NodeAddress { id: n.id, addr: n.addr.clone(), state: n.state.to_string() })
             .collect(),
         shard_status,
+        rebalance: Some(cluster_admin::status_response(plan)),
     }
 }
 
@@ -156,15 +157,16 @@ impl Admin for AdminService {
             let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_STATUS_WAIT);
             wait_for_epoch_above(&meta, req.wait_for_epoch_above, wait).await;
         }
-        let map = meta
-            .state
-            .read()
-            .expect("shard state lock poisoned")
-            .kv
-            .cluster_map()
-            .cloned()
-            .ok_or_else(|| Error::Unavailable("the cluster map is not installed yet".into()))?;
-        Ok(Response::new(status_of(&map).await))
+        let (map, plan) = {
+            let state = meta.state.read().expect("shard state lock poisoned");
+            let map = state
+                .kv
+                .cluster_map()
+                .cloned()
+                .ok_or_else(|| Error::Unavailable("the cluster map is not installed yet".into()))?;
+            (map, state.kv.rebalance().cloned())
+        };
+        Ok(Response::new(status_of(&map, plan.as_ref()).await))
     }
 
     async fn node_status(
@@ -275,5 +277,118 @@ impl Admin for AdminService {
             }
             other => Err(Error::Internal(format!("unexpected result {other:?}")).into()),
         }
+    }
+
+    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AddNodeResponse>, Status> {
+        let req = request.into_inner();
+        let meta = self.meta_leader()?;
+        Ok(Response::new(cluster_admin::add_node(&meta, req.id, &req.addr).await?))
+    }
+
+    async fn plan_rebalance(
+        &self,
+        _: Request<PlanRebalanceRequest>,
+    ) -> Result<Response<PlanRebalanceResponse>, Status> {
+        let meta = self.meta_leader()?;
+        let (map, plan) = cluster_admin::meta_state(&meta).await?;
+        let status = status_of(&map, plan.as_ref()).await;
+        Ok(Response::new(cluster_admin::plan_response(&map, &status.shard_status)?))
+    }
+
+    async fn start_rebalance(
+        &self,
+        request: Request<StartRebalanceRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let req = request.into_inner();
+        let meta = self.meta_leader()?;
+        let limits = limits(req.max_in_flight, req.max_per_node);
+        Ok(Response::new(cluster_admin::start_rebalance(&meta, req.expected_epoch, limits).await?))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _: Request<RebalanceStatusRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let meta = self.meta_leader()?;
+        let (_, plan) = cluster_admin::meta_state(&meta).await?;
+        Ok(Response::new(cluster_admin::status_response(plan.as_ref())))
+    }
+
+    async fn control_rebalance(
+        &self,
+        request: Request<ControlRebalanceRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let meta = self.meta_leader()?;
+        Ok(Response::new(cluster_admin::control_rebalance(&meta, &request.into_inner().action).await?))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let meta = self.meta_leader()?;
+        let node = request.into_inner().node;
+        Ok(Response::new(cluster_admin::drain_node(&meta, node, MoveLimits::default()).await?))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let meta = self.meta_leader()?;
+        let epoch = cluster_admin::remove_node(&meta, request.into_inner().node).await?;
+        Ok(Response::new(RemoveNodeResponse { epoch }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("transfer-leader is not implemented yet"))
+    }
+
+    async fn balance_leaders(
+        &self,
+        _: Request<BalanceLeadersRequest>,
+    ) -> Result<Response<BalanceLeadersResponse>, Status> {
+        Err(Status::unimplemented("balance-leaders is not implemented yet"))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<ChangeMembershipResponse>, Status> {
+        let req = request.into_inner();
+        let shard = self.node.shard(req.shard).ok_or(Error::WrongShard { shard: req.shard, epoch: 0 })?;
+        if !shard.is_leader() {
+            return Err(shard.not_leader().into());
+        }
+        Ok(Response::new(crate::membership::change(&shard, req).await?))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<RemoveReplicaRequest>,
+    ) -> Result<Response<RemoveReplicaResponse>, Status> {
+        let req = request.into_inner();
+        self.check_target(req.target_node)?;
+        self.node.remove_replica(req.shard).await?;
+        Ok(Response::new(RemoveReplicaResponse {}))
+    }
+
+    async fn leader_transfer_step(
+        &self,
+        _: Request<LeaderTransferStepRequest>,
+    ) -> Result<Response<LeaderTransferStepResponse>, Status> {
+        Err(Status::unimplemented("leader transfer is not implemented yet"))
+    }
+}
+
+/// Move limits from a request (0 = default).
+fn limits(max_in_flight: u32, max_per_node: u32) -> MoveLimits {
+    let default = MoveLimits::default();
+    MoveLimits {
+        max_in_flight: if max_in_flight == 0 { default.max_in_flight } else { max_in_flight },
+        max_per_node: if max_per_node == 0 { default.max_per_node } else { max_per_node },
     }
 }

@@ -55,6 +55,11 @@ pub struct NodeArgs {
     /// outlive it.
     #[arg(long, hide = true)]
     pub stop_on_stdin_eof: bool,
+    /// Register with the cluster reachable at this router or node address at
+    /// start (as "joining": it hosts nothing until `ringkv admin rebalance`).
+    /// Ignored once the node belongs to a cluster.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
     /// Accept test-only fault injection (network partitions as Raft sees them)
     /// through the Admin service. For chaos tests; never in production.
     #[arg(long, hide = true)]
@@ -98,6 +103,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.log_kept_after_snapshot = args.log_kept_after_snapshot;
     config.max_value_bytes = args.max_value_bytes;
     config.enable_test_faults = args.enable_test_faults;
+    config.join = args.join.clone();
     if args.print_addr {
         println!("listening on {bound}");
     }

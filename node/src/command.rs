@@ -10,6 +10,7 @@
 //! Encoded with postcard inside openraft's entries (serde).
 
 use bytes::Bytes;
+use ringkv_core::rebalance::Plan;
 use ringkv_core::{ClusterMap, Version};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,9 @@ pub enum Op {
     /// Meta shard only: install a cluster map, if the current epoch matches
     /// (`None` = only if no map is installed yet) and the new epoch is greater.
     SetClusterMap { expected_epoch: Option<u64>, map: ClusterMap },
+    /// Meta shard only: install a rebalance plan, if the current one's revision
+    /// is `expected_revision` (0 = none yet) and the new revision is greater.
+    SetPlan { expected_revision: u64, plan: Plan },
 }
 
 /// The result of one [`Op`], in the same position.
@@ -85,6 +89,11 @@ pub enum OpResult {
     SetClusterMap {
         succeeded: bool,
         epoch: u64,
+    },
+    /// `revision` is the plan's revision after the op (the current one on failure).
+    SetPlan {
+        succeeded: bool,
+        revision: u64,
     },
 }
 

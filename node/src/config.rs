@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// Accept the test-only `InjectFault` admin call (chaos tests). Off in
     /// production: the call is refused.
     pub enable_test_faults: bool,
+    /// A router or node of the cluster to register with at start (`--join`),
+    /// if this node belongs to no cluster yet.
+    pub join: Option<String>,
 }
 
 impl NodeConfig {
@@ -57,6 +60,7 @@ impl NodeConfig {
             expiry_interval_ms: 250,
             max_batch_ops: 1024,
             enable_test_faults: false,
+            join: None,
         }
     }
 

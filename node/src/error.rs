@@ -30,6 +30,9 @@ pub enum Error {
     /// The thing asked for already exists (a second `cluster init`).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The thing named does not exist (an unknown node id).
+    #[error("{0}")]
+    NotFound(String),
     /// A bug or a storage fault on our side.
     #[error("{0}")]
     Internal(String),
@@ -74,6 +77,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
+            Error::NotFound(_) => tonic::Status::not_found(message),
             Error::Internal(_) => tonic::Status::internal(message),
         }
     }

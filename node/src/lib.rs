@@ -41,12 +41,15 @@
 pub mod admin_service;
 pub mod bootstrap;
 pub mod cli;
+pub mod cluster_admin;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod expiry;
 pub mod kv_service;
+pub mod membership;
 pub mod node;
 pub mod proposer;
 pub mod raft_service;

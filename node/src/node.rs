@@ -10,8 +10,10 @@
 //! never by the first Raft message for an unknown shard, so a stale message can
 //! never resurrect a removed replica.
 //!
-//! ## Caveats / not done yet
-//! - Removing a replica (rebalancing) is a later issue; no tombstones yet.
+//! Removing a replica ([`Node::remove_replica`]) first takes it out of the
+//! persisted replica set (the tombstone: from then on it is never reopened),
+//! then stops its Raft group and deletes its storage. A crash in between leaves
+//! storage no replica set names; [`Node::open`] deletes such orphans.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -23,7 +25,7 @@ use crate::codec;
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::shard::Shard;
-use crate::store::NodeStorage;
+use crate::store::{NodeStorage, StoreError};
 use crate::transport::PeerPool;
 
 const META_CLUSTER: &str = "cluster";
@@ -59,6 +61,13 @@ impl Node {
         })?;
         let cluster: Option<ClusterInfo> = read_meta(&storage, META_CLUSTER)?;
         let hosted: BTreeSet<ShardId> = read_meta(&storage, META_REPLICAS)?.unwrap_or_default();
+        for orphan in storage.stored_shards().into_iter().filter(|s| !hosted.contains(s)) {
+            tracing::info!(node = config.id, shard = orphan, "deleting the storage of a removed replica");
+            storage
+                .drop_shard(orphan)
+                .await
+                .map_err(|e| Error::Internal(format!("deleting removed replica {orphan}: {e}")))?;
+        }
         let pool = Arc::new(PeerPool::new(config.id));
         let mut shards = BTreeMap::new();
         for id in hosted {
@@ -157,6 +166,44 @@ impl Node {
         write_meta(&self.storage, META_REPLICAS, &hosted).await?;
         self.shards.write().expect("shards lock poisoned").insert(shard, Arc::new(opened));
         tracing::info!(node = self.id(), shard, "replica created");
+        Ok(())
+    }
+
+    /// Stops this node's replica of `shard` and deletes its data (idempotent).
+    /// The caller must have made sure it is no longer a member of the shard's
+    /// group: erasing a member's log can lose committed writes.
+    pub async fn remove_replica(&self, shard: ShardId) -> Result<(), Error> {
+        let _guard = self.create_lock.lock().await;
+        let removed = self.shards.read().expect("shards lock poisoned").get(&shard).cloned();
+        if let Some(replica) = removed {
+            let hosted: BTreeSet<ShardId> = self
+                .shards
+                .read()
+                .expect("shards lock poisoned")
+                .keys()
+                .copied()
+                .filter(|&s| s != shard)
+                .collect();
+            write_meta(&self.storage, META_REPLICAS, &hosted).await?;
+            self.shards.write().expect("shards lock poisoned").remove(&shard);
+            if let Err(e) = replica.raft.shutdown().await {
+                tracing::warn!(shard, "raft shutdown: {e}");
+            }
+            drop(replica);
+        }
+        // Requests still holding the replica release it shortly; its storage can
+        // be dropped once they have.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.storage.drop_shard(shard).await {
+                Ok(()) => break,
+                Err(StoreError::ShardInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(Error::Internal(format!("deleting replica {shard}: {e}"))),
+            }
+        }
+        tracing::info!(node = self.id(), shard, "replica removed");
         Ok(())
     }
 

@@ -21,7 +21,7 @@
 
 use openraft::error::{ClientWriteError, RaftError};
 use ringkv_core::ShardId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Command, Op, OpResult};
 use crate::error::Error;
@@ -48,9 +48,11 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer task of `shard`.
-    pub fn spawn(shard: ShardId, raft: Raft, max_batch_ops: usize) -> Proposer {
+    /// While `hold` is true (a leader transfer), nothing is proposed: requests
+    /// wait in the queue.
+    pub fn spawn(shard: ShardId, raft: Raft, max_batch_ops: usize, hold: watch::Receiver<bool>) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(shard, raft, rx, max_batch_ops.max(1)));
+        tokio::spawn(run(shard, raft, rx, max_batch_ops.max(1), hold));
         Proposer { shard, tx }
     }
 
@@ -64,10 +66,18 @@ impl Proposer {
     }
 }
 
-async fn run(shard: ShardId, raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch_ops: usize) {
+async fn run(
+    shard: ShardId,
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    max_batch_ops: usize,
+    mut hold: watch::Receiver<bool>,
+) {
     let mut queued: Vec<Pending> = Vec::new();
     // Cancel-safe: recv_many loses nothing when it returns.
     while rx.recv_many(&mut queued, max_batch_ops).await > 0 {
+        // A closed channel (shard shutting down) ends the hold.
+        let _ = hold.wait_for(|held| !held).await;
         // Everything that queued during the last proposal goes into the next one,
         // cut into entries of at most MAX_BATCH_BYTES (a lone large op still goes).
         let mut queued_ops = std::mem::take(&mut queued).into_iter().peekable();
@@ -137,6 +147,6 @@ fn op_bytes(op: &Op) -> usize {
         Op::Put { key, value, .. } => key.len() + value.len() + 32,
         Op::Delete { key, .. } | Op::Touch { key, .. } | Op::Increment { key, .. } => key.len() + 32,
         Op::Expire { keys } => keys.iter().map(|k| k.len() + 8).sum(),
-        Op::SetClusterMap { .. } => 4096,
+        Op::SetClusterMap { .. } | Op::SetPlan { .. } => 4096,
     }
 }

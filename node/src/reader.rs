@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use ringkv_core::ShardId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Error;
 use crate::raft_types::{NodeId, Raft};
@@ -53,9 +53,16 @@ pub struct ReadBatcher {
 }
 
 impl ReadBatcher {
-    pub fn spawn(shard: ShardId, raft: Raft, fence: Option<ReadFence>) -> ReadBatcher {
+    /// While `hold` is true (a leader transfer), no confirmation starts: its
+    /// heartbeats would renew the followers' lease on the old leader.
+    pub fn spawn(
+        shard: ShardId,
+        raft: Raft,
+        fence: Option<ReadFence>,
+        hold: watch::Receiver<bool>,
+    ) -> ReadBatcher {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(shard, raft, fence, rx));
+        tokio::spawn(run(shard, raft, fence, hold, rx));
         ReadBatcher { shard, tx }
     }
 
@@ -69,10 +76,17 @@ impl ReadBatcher {
     }
 }
 
-async fn run(shard: ShardId, raft: Raft, mut fence: Option<ReadFence>, mut rx: mpsc::Receiver<Waiter>) {
+async fn run(
+    shard: ShardId,
+    raft: Raft,
+    mut fence: Option<ReadFence>,
+    mut hold: watch::Receiver<bool>,
+    mut rx: mpsc::Receiver<Waiter>,
+) {
     let mut waiters = Vec::new();
     // Cancel-safe: recv_many loses nothing when it returns.
     while rx.recv_many(&mut waiters, QUEUE_CAPACITY).await > 0 {
+        let _ = hold.wait_for(|held| !held).await;
         // Past the restored term, any confirmation is a later leader's, whose
         // read index covers an entry of its own term: the fence is moot.
         if fence.is_some_and(|f| raft.metrics().borrow().current_term != f.term) {

@@ -34,6 +34,11 @@ pub async fn serve(
     let node = Node::open(config).await?;
     tracing::info!(node = node.id(), %local, advertise = node.addr(), "serving");
     let expiry = tokio::spawn(crate::expiry::run(node.clone()));
+    let driver = tokio::spawn(crate::driver::run(node.clone()));
+    let join = match (node.config.join.clone(), node.cluster()) {
+        (Some(seed), None) => Some(tokio::spawn(join(node.id(), node.addr().to_string(), seed))),
+        _ => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
@@ -61,7 +66,43 @@ pub async fn serve(
         .await;
 
     expiry.abort();
+    driver.abort();
+    if let Some(join) = join {
+        join.abort();
+    }
     node.shutdown().await;
     tracing::info!(node = node.id(), "stopped");
     served.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
+}
+
+/// Registers this node with the cluster behind `seed` (a router or node),
+/// retrying with backoff until the cluster answers.
+async fn join(id: u64, addr: String, seed: String) {
+    let client = match ringkv_client::Client::connect(vec![seed.clone()], Default::default()) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(%seed, "cannot join: {e}");
+            return;
+        }
+    };
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match client.add_node(id, &addr).await {
+            Ok(joined) => {
+                tracing::info!(
+                    cluster = joined.cluster_id,
+                    epoch = joined.epoch,
+                    "joined the cluster as node {id}"
+                );
+                return;
+            }
+            Err(ringkv_client::Error::AlreadyExists(message)) => {
+                tracing::error!(%seed, "cannot join: {message}");
+                return;
+            }
+            Err(e) => tracing::warn!(%seed, "joining: {e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
 }

@@ -25,6 +25,8 @@ pub struct Shard {
     pub state: Arc<RwLock<ShardState>>,
     pub proposer: Proposer,
     pub reader: ReadBatcher,
+    /// True while a leader transfer holds this replica's proposals and reads.
+    pub hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shard {
@@ -52,9 +54,10 @@ impl Shard {
         if raft.metrics().borrow().current_term > 0 {
             hold_back_campaign(&raft, config);
         }
-        let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops);
-        let reader = ReadBatcher::spawn(id, raft.clone(), fence);
-        Ok(Shard { id, raft, state, proposer, reader })
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops, held.clone());
+        let reader = ReadBatcher::spawn(id, raft.clone(), fence, held);
+        Ok(Shard { id, raft, state, proposer, reader, hold })
     }
 
     /// The current leader as this replica knows it, with its address.
@@ -96,7 +99,14 @@ impl Shard {
             last_applied: m.last_applied.map_or(0, |id| id.index),
             last_log: m.last_log_index.unwrap_or(0),
             leader_id: m.current_leader.unwrap_or(0),
+            approx_bytes: self.approx_bytes(),
+            keys: self.state.read().expect("shard state lock poisoned").kv.len() as u64,
         }
+    }
+
+    /// Approximate size of the replica's state machine.
+    pub fn approx_bytes(&self) -> u64 {
+        self.state.read().expect("shard state lock poisoned").kv.approx_bytes()
     }
 
     /// Voters of the current membership.

@@ -69,6 +69,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use ringkv_core::rebalance::Plan;
 use ringkv_core::{ClusterMap, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -108,6 +109,8 @@ pub struct KvState {
     map: BTreeMap<Bytes, Record>,
     /// The cluster map (meta shard only).
     cluster_map: Option<ClusterMap>,
+    /// The committed rebalance plan (meta shard only), running or finished.
+    rebalance: Option<Plan>,
     /// Derived: `(expires_at_ms, key)` for every record in `map` with a deadline,
     /// and nothing else. Ordered by deadline, so the expired ones are a prefix.
     expiry: BTreeSet<(UnixMs, Bytes)>,
@@ -143,6 +146,11 @@ impl KvState {
     /// The cluster map (meta shard only).
     pub fn cluster_map(&self) -> Option<&ClusterMap> {
         self.cluster_map.as_ref()
+    }
+
+    /// The committed rebalance plan (meta shard only).
+    pub fn rebalance(&self) -> Option<&Plan> {
+        self.rebalance.as_ref()
     }
 
     /// Number of stored keys, expired-but-not-yet-removed included.
@@ -190,6 +198,7 @@ impl KvState {
             }
             Op::Expire { keys } => self.expire(now_ms, keys),
             Op::SetClusterMap { expected_epoch, map } => self.set_cluster_map(*expected_epoch, map),
+            Op::SetPlan { expected_revision, plan } => self.set_plan(*expected_revision, plan),
         }
     }
 
@@ -288,6 +297,17 @@ impl KvState {
         OpResult::SetClusterMap { succeeded: true, epoch: map.epoch }
     }
 
+    /// Replaces the plan if its revision is `expected_revision` (0: no plan yet)
+    /// and the new one's is greater.
+    fn set_plan(&mut self, expected_revision: u64, plan: &Plan) -> OpResult {
+        let current = self.rebalance.as_ref().map_or(0, |p| p.revision);
+        if current != expected_revision || plan.revision <= current {
+            return OpResult::SetPlan { succeeded: false, revision: current };
+        }
+        self.rebalance = Some(plan.clone());
+        OpResult::SetPlan { succeeded: true, revision: plan.revision }
+    }
+
     /// Inserts or replaces the record at `key`, keeping the derived indexes in step.
     /// The only way records enter `map`.
     fn store(&mut self, key: &Bytes, record: Record) {
@@ -311,13 +331,17 @@ impl KvState {
     }
 
     /// Builds the state from its replicated parts, deriving the indexes.
-    fn from_parts(map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap>) -> KvState {
+    fn from_parts(
+        map: BTreeMap<Bytes, Record>,
+        cluster_map: Option<ClusterMap>,
+        rebalance: Option<Plan>,
+    ) -> KvState {
         let expiry = map
             .iter()
             .filter_map(|(key, record)| record.expires_at_ms.map(|deadline| (deadline, key.clone())))
             .collect();
         let approx_bytes = map.iter().map(|(key, r)| (key.len() + r.value.len()) as u64).sum();
-        KvState { map, cluster_map, expiry, approx_bytes }
+        KvState { map, cluster_map, rebalance, expiry, approx_bytes }
     }
 }
 
@@ -340,7 +364,10 @@ fn parse_i64(value: &[u8]) -> Result<i64, IncrementError> {
 #[derive(Serialize)]
 #[serde(rename = "KvStateSnapshot")]
 enum SnapshotRef<'a> {
+    #[allow(dead_code)] // written by earlier versions; read below
     V1 { map: &'a BTreeMap<Bytes, Record>, cluster_map: &'a Option<ClusterMap> },
+    /// V1 plus the rebalance plan.
+    V2 { map: &'a BTreeMap<Bytes, Record>, cluster_map: &'a Option<ClusterMap>, rebalance: &'a Option<Plan> },
 }
 
 /// The serialized form of [`KvState`], owned for reading. Must mirror [`SnapshotRef`].
@@ -348,18 +375,23 @@ enum SnapshotRef<'a> {
 #[serde(rename = "KvStateSnapshot")]
 enum SnapshotOwned {
     V1 { map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap> },
+    V2 { map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap>, rebalance: Option<Plan> },
 }
 
 impl Serialize for KvState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        SnapshotRef::V1 { map: &self.map, cluster_map: &self.cluster_map }.serialize(serializer)
+        SnapshotRef::V2 { map: &self.map, cluster_map: &self.cluster_map, rebalance: &self.rebalance }
+            .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for KvState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match SnapshotOwned::deserialize(deserializer)? {
-            SnapshotOwned::V1 { map, cluster_map } => Ok(KvState::from_parts(map, cluster_map)),
+            SnapshotOwned::V1 { map, cluster_map } => Ok(KvState::from_parts(map, cluster_map, None)),
+            SnapshotOwned::V2 { map, cluster_map, rebalance } => {
+                Ok(KvState::from_parts(map, cluster_map, rebalance))
+            }
         }
     }
 }
@@ -414,7 +446,8 @@ mod tests {
 
     /// The derived indexes equal a fresh rebuild from the map.
     fn assert_consistent(state: &KvState) {
-        let rebuilt = KvState::from_parts(state.map.clone(), state.cluster_map.clone());
+        let rebuilt =
+            KvState::from_parts(state.map.clone(), state.cluster_map.clone(), state.rebalance.clone());
         assert_eq!(state.expiry, rebuilt.expiry, "expiry index out of step");
         assert_eq!(state.approx_bytes, rebuilt.approx_bytes, "approx_bytes out of step");
     }

@@ -24,6 +24,7 @@ type Entry = (Vec<u8>, u64, Option<u64>);
 struct Model {
     data: BTreeMap<Vec<u8>, Entry>,
     cluster_epoch: Option<u64>,
+    plan_revision: u64,
 }
 
 impl Model {
@@ -112,6 +113,14 @@ impl Model {
                 } else {
                     let epoch = self.cluster_epoch.unwrap_or(0);
                     OpResult::SetClusterMap { succeeded: false, epoch }
+                }
+            }
+            Op::SetPlan { expected_revision, plan } => {
+                if *expected_revision == self.plan_revision && plan.revision > self.plan_revision {
+                    self.plan_revision = plan.revision;
+                    OpResult::SetPlan { succeeded: true, revision: plan.revision }
+                } else {
+                    OpResult::SetPlan { succeeded: false, revision: self.plan_revision }
                 }
             }
         }

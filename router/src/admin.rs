@@ -5,10 +5,15 @@
 use ringkv_client::Client;
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
-    ClusterStatusRequest, ClusterStatusResponse, CreateReplicaRequest, CreateReplicaResponse,
-    InitClusterRequest, InitClusterResponse, InitializeShardRequest, InitializeShardResponse,
-    InjectFaultRequest, InjectFaultResponse, NodeStatusRequest, NodeStatusResponse, PutClusterMapRequest,
-    PutClusterMapResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
+    AddNodeRequest, AddNodeResponse, BalanceLeadersRequest, BalanceLeadersResponse, ChangeMembershipRequest,
+    ChangeMembershipResponse, ClusterStatusRequest, ClusterStatusResponse, ControlRebalanceRequest,
+    CreateReplicaRequest, CreateReplicaResponse, DrainNodeRequest, InitClusterRequest, InitClusterResponse,
+    InitializeShardRequest, InitializeShardResponse, InjectFaultRequest, InjectFaultResponse,
+    LeaderTransferStepRequest, LeaderTransferStepResponse, NodeStatusRequest, NodeStatusResponse,
+    PlanRebalanceRequest, PlanRebalanceResponse, PutClusterMapRequest, PutClusterMapResponse,
+    RebalanceStatusRequest, RebalanceStatusResponse, RemoveNodeRequest, RemoveNodeResponse,
+    RemoveReplicaRequest, RemoveReplicaResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
+    StartRebalanceRequest, TransferLeaderRequest, TransferLeaderResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -88,5 +93,91 @@ impl Admin for AdminRouter {
         _: Request<InjectFaultRequest>,
     ) -> Result<Response<InjectFaultResponse>, Status> {
         Err(node_only("InjectFault"))
+    }
+
+    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AddNodeResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.client.add_node(req.id, &req.addr).await.map_err(to_status)?))
+    }
+
+    async fn plan_rebalance(
+        &self,
+        _: Request<PlanRebalanceRequest>,
+    ) -> Result<Response<PlanRebalanceResponse>, Status> {
+        Ok(Response::new(self.client.plan_rebalance().await.map_err(to_status)?))
+    }
+
+    async fn start_rebalance(
+        &self,
+        request: Request<StartRebalanceRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let req = request.into_inner();
+        let status = self.client.start_rebalance(req.expected_epoch, req.max_in_flight, req.max_per_node);
+        Ok(Response::new(status.await.map_err(to_status)?))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _: Request<RebalanceStatusRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        Ok(Response::new(self.client.rebalance_status().await.map_err(to_status)?))
+    }
+
+    async fn control_rebalance(
+        &self,
+        request: Request<ControlRebalanceRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let action = request.into_inner().action;
+        Ok(Response::new(self.client.control_rebalance(&action).await.map_err(to_status)?))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        Ok(Response::new(self.client.drain_node(request.into_inner().node).await.map_err(to_status)?))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        Ok(Response::new(self.client.remove_node(request.into_inner().node).await.map_err(to_status)?))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.client.transfer_leader(req.shard, req.node).await.map_err(to_status)?))
+    }
+
+    async fn balance_leaders(
+        &self,
+        _: Request<BalanceLeadersRequest>,
+    ) -> Result<Response<BalanceLeadersResponse>, Status> {
+        Ok(Response::new(self.client.balance_leaders().await.map_err(to_status)?))
+    }
+
+    async fn change_membership(
+        &self,
+        _: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<ChangeMembershipResponse>, Status> {
+        Err(node_only("ChangeMembership"))
+    }
+
+    async fn remove_replica(
+        &self,
+        _: Request<RemoveReplicaRequest>,
+    ) -> Result<Response<RemoveReplicaResponse>, Status> {
+        Err(node_only("RemoveReplica"))
+    }
+
+    async fn leader_transfer_step(
+        &self,
+        _: Request<LeaderTransferStepRequest>,
+    ) -> Result<Response<LeaderTransferStepResponse>, Status> {
+        Err(node_only("LeaderTransferStep"))
     }
 }

@@ -12,6 +12,7 @@
 pub mod chaos;
 pub mod checker;
 pub mod nemesis;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -269,6 +270,18 @@ impl Cluster {
         router.start().await;
         self.routers.push(router);
         self.routers.len() - 1
+    }
+
+    /// Starts a new empty node (the next id) with `--join seed` and extra
+    /// flags; returns its id. It registers itself as joining.
+    pub async fn add_node(&mut self, seed: &str, args: &[&str]) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let mut extra: Vec<String> = vec!["--join".into(), seed.into()];
+        extra.extend(args.iter().map(|s| s.to_string()));
+        let mut node = Process::node(id, self.root.path(), &extra);
+        node.start().await;
+        self.nodes.push(node);
+        id
     }
 
     /// Every node's address.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringkv_core::placement::shard_for_key;
 use ringkv_proto::v1::{GetRequest, PutRequest};
+use ringkv_tests::workload::{Outcomes, assert_only_retryable, check_acked, start_workload};
 use ringkv_tests::{Cluster, KvReply, KvRequest, send};
 use tokio::sync::Mutex;
-use tonic::Code;
 
 const SHARDS: u32 = 8;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,85 +38,6 @@ async fn wait_router_ready(router: &str) {
             Err(e) => assert!(Instant::now() < deadline, "router never became ready: {e:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Acknowledged writes and the errors seen by a workload.
-#[derive(Default)]
-struct Outcomes {
-    acked: BTreeMap<String, (String, u64)>,
-    /// Statuses the router answered with.
-    errors: Vec<(Code, String)>,
-    /// Failures of the application's own channel to the router (refused,
-    /// reset or cancelled connection): tonic made these locally, with the
-    /// transport error as their source; the router never answered.
-    transport_errors: Vec<(Code, String)>,
-}
-
-/// Writers putting fresh keys through `router` until `stop`; each key is written
-/// once, so every acknowledged key must later read back exactly.
-fn start_workload(
-    router: String,
-    writers: usize,
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<Outcomes>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..writers)
-        .map(|w| {
-            let (router, stop, outcomes) = (router.clone(), stop.clone(), outcomes.clone());
-            tokio::spawn(async move {
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let (key, value) = (format!("w{w}-{seq}"), format!("v{seq}"));
-                    seq += 1;
-                    match send(&router, put(&key, &value)).await {
-                        Ok(KvReply::Put(r)) if r.succeeded => {
-                            outcomes.lock().await.acked.insert(key, (value, r.version));
-                        }
-                        Ok(other) => panic!("unexpected reply {other:?}"),
-                        Err(status) => {
-                            let error = (status.code(), status.message().to_string());
-                            let mut outcomes = outcomes.lock().await;
-                            if std::error::Error::source(&status).is_some() {
-                                outcomes.transport_errors.push(error);
-                            } else {
-                                outcomes.errors.push(error);
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Every acknowledged write reads back through `router` with its value and version.
-async fn check_acked(router: &str, acked: &BTreeMap<String, (String, u64)>) {
-    for (key, (value, version)) in acked {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match send(router, get(key)).await {
-                Ok(KvReply::Get(r)) => {
-                    assert!(r.found, "acknowledged write {key} lost");
-                    assert_eq!((&r.value[..], r.version), (value.as_bytes(), *version), "{key}");
-                    break;
-                }
-                Ok(other) => panic!("unexpected reply {other:?}"),
-                Err(e) => assert!(Instant::now() < deadline, "{key} unreadable: {e:?}"),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Errors a router may return while leaders move: the request was not served
-/// in time, or its outcome is unknown. Anything else is a bug.
-fn assert_only_retryable(errors: &[(Code, String)]) {
-    for (code, message) in errors {
-        assert!(
-            matches!(code, Code::Unavailable | Code::DeadlineExceeded),
-            "router returned {code:?}: {message}"
-        );
     }
 }
 
@@ -184,7 +105,7 @@ async fn the_router_serves_every_shard_through_leader_kills() {
         "the router's connection failed: {:?}",
         outcomes.transport_errors
     );
-    check_acked(&router, &outcomes.acked).await;
+    check_acked(&router, &outcomes.acked, TIMEOUT).await;
     windows.sort();
     println!(
         "{} acked writes, {} errors; failover window through the router: median {:?}, worst {:?} over {} kills",
@@ -234,7 +155,7 @@ async fn restarting_the_router_mid_workload_loses_nothing() {
     // writes' outcome is unknown; everything the router itself answered must
     // still be retryable.
     assert_only_retryable(&outcomes.errors);
-    check_acked(&router, &outcomes.acked).await;
+    check_acked(&router, &outcomes.acked, TIMEOUT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,69 @@
+//! Membership changes of one shard, run on its leader: add a learner (returns
+//! once it caught up), set the voters (openraft runs joint consensus), or just
+//! report the membership. The placement driver calls these through
+//! `Admin.ChangeMembership`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use ringkv_proto::v1::{ChangeMembershipRequest, ChangeMembershipResponse};
+
+use crate::error::Error;
+use crate::raft_types::NodeId;
+use crate::shard::Shard;
+
+/// Longest `add_learner` may wait for the learner to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Applies `req` to `shard` (whose replica here leads) and reports the result.
+pub async fn change(shard: &Shard, req: ChangeMembershipRequest) -> Result<ChangeMembershipResponse, Error> {
+    if let Some(learner) = req.add_learner {
+        if learner.id == 0 || learner.addr.is_empty() {
+            return Err(Error::InvalidArgument("a learner needs an id above 0 and an address".into()));
+        }
+        let add = shard.raft.add_learner(learner.id, BasicNode { addr: learner.addr }, true);
+        tokio::time::timeout(CATCH_UP_TIMEOUT, add)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "shard {}: learner {} did not catch up within {CATCH_UP_TIMEOUT:?}",
+                    shard.id, learner.id
+                ))
+            })?
+            .map_err(|e| membership_error(shard, e))?;
+    }
+    if !req.set_voters.is_empty() {
+        if req.set_voters.contains(&0) {
+            return Err(Error::InvalidArgument("voter ids must be above 0".into()));
+        }
+        let voters: BTreeSet<NodeId> = req.set_voters.iter().copied().collect();
+        shard.raft.change_membership(voters, false).await.map_err(|e| membership_error(shard, e))?;
+    }
+    let metrics = shard.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let learners = membership.learner_ids().filter(|id| !voters.contains(id)).collect();
+    Ok(ChangeMembershipResponse {
+        voters: voters.into_iter().collect(),
+        learners,
+        leader_id: metrics.current_leader.unwrap_or(0),
+        approx_bytes: shard.approx_bytes(),
+    })
+}
+
+fn membership_error(shard: &Shard, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => shard.not_leader(),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(
+            e,
+        ))) => {
+            Error::Unavailable(format!("shard {}: another membership change is in progress: {e}", shard.id))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Error::FailedPrecondition(format!("shard {}: {e}", shard.id))
+        }
+        RaftError::Fatal(f) => Error::Unavailable(format!("shard {} replica stopped: {f}", shard.id)),
+    }
+}

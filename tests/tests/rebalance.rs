@@ -1,0 +1,167 @@
+//! Operators growing, shrinking and rebalancing a live cluster through the
+//! router's Admin service, while a workload writes through the same router.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ringkv_client::{Client, ClientOptions, Routing};
+use ringkv_proto::v1::{ClusterStatusResponse, RebalanceStatusResponse};
+use ringkv_tests::Cluster;
+use ringkv_tests::workload::{Outcomes, assert_only_retryable, check_acked, start_workload};
+use tokio::sync::Mutex;
+
+const SHARDS: u32 = 8;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An operator's client: everything through the router.
+fn admin(router: &str) -> Client {
+    let opts = ClientOptions { routing: Routing::ViaSeeds, ..ClientOptions::default() };
+    Client::connect(vec![router.to_string()], opts).expect("client")
+}
+
+/// Waits until the running plan is done; panics with its state on timeout or
+/// if it is aborted.
+async fn wait_plan_done(client: &Client, cluster: &Cluster) -> RebalanceStatusResponse {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let status = client.rebalance_status().await.expect("rebalance status");
+        match status.state.as_str() {
+            "done" => return status,
+            "running" => {}
+            other => panic!("plan {other}: {status:?}"),
+        }
+        assert!(Instant::now() < deadline, "plan not done in {TIMEOUT:?}: {status:#?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the map (through the router) satisfies `ok`.
+async fn wait_map(
+    client: &Client,
+    what: &str,
+    ok: impl Fn(&ClusterStatusResponse) -> bool,
+) -> ClusterStatusResponse {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(status) = client.cluster_status().await
+            && ok(&status)
+        {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: not reached in {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Plans (dry run) and commits a rebalance; returns the number of moves.
+async fn rebalance(client: &Client, cluster: &Cluster) -> usize {
+    let plan = client.plan_rebalance().await.expect("dry run");
+    let moves = plan.moves.len();
+    let started = client.start_rebalance(plan.epoch, 0, 0).await.expect("start rebalance");
+    assert_eq!(started.moves.len(), moves, "the committed plan is the dry run's");
+    wait_plan_done(client, cluster).await;
+    moves
+}
+
+/// The map's placement is the ring's: a new dry run plans nothing.
+async fn assert_placed(client: &Client) {
+    let plan = client.plan_rebalance().await.expect("dry run");
+    assert!(plan.moves.is_empty(), "moves left after the rebalance: {:?}", plan.moves);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_and_drain_back_to_three_under_load() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(SHARDS, 3).await.expect("init");
+    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
+    let index = cluster.start_router().await;
+    let router = cluster.routers[index].addr.clone();
+    let client = admin(&router);
+    wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let writers = start_workload(router.clone(), 4, stop.clone(), outcomes.clone());
+
+    // Grow: two nodes join through the router and hold nothing until the plan.
+    let four = cluster.add_node(&router, &[]).await;
+    let five = cluster.add_node(&router, &[]).await;
+    let status = wait_map(&client, "both nodes joining", |s| s.nodes.len() == 5).await;
+    for id in [four, five] {
+        let node = status.nodes.iter().find(|n| n.id == id).expect("listed");
+        assert_eq!(node.state, "joining");
+        assert!(status.shard_status.iter().all(|s| !s.replicas.contains(&id)), "node {id} holds replicas");
+    }
+    let moves = rebalance(&client, &cluster).await;
+    assert!(moves > 0, "growing to five nodes moved nothing");
+    assert_placed(&client).await;
+    let status = client.cluster_status().await.expect("status");
+    assert!(status.nodes.iter().all(|n| n.state == "active"), "{:?}", status.nodes);
+    for id in [four, five] {
+        assert!(status.shard_status.iter().any(|s| s.replicas.contains(&id)), "node {id} got no replica");
+    }
+
+    // Shrink: drain both new nodes, then remove them.
+    for id in [five, four] {
+        let drained = client.drain_node(id).await.expect("drain");
+        assert!(!drained.moves.is_empty());
+        wait_plan_done(&client, &cluster).await;
+        let status = client.cluster_status().await.expect("status");
+        assert!(
+            status.shard_status.iter().all(|s| !s.replicas.contains(&id)),
+            "node {id} still holds replicas"
+        );
+        client.remove_node(id).await.expect("remove node");
+        cluster.node(id).stop().await;
+    }
+    assert_placed(&client).await;
+    let status = wait_map(&client, "three nodes", |s| s.nodes.len() == 3).await;
+    assert!(status.shard_status.iter().all(|s| s.replicas.len() == 3));
+
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let outcomes = outcomes.lock().await;
+    assert!(outcomes.acked.len() > 50, "workload made no progress: {} acked", outcomes.acked.len());
+    assert_only_retryable(&outcomes.errors);
+    assert!(outcomes.transport_errors.is_empty(), "{:?}", outcomes.transport_errors);
+    check_acked(&router, &outcomes.acked, TIMEOUT).await;
+    println!(
+        "{} acked writes, {} retryable errors during grow + shrink",
+        outcomes.acked.len(),
+        outcomes.errors.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_why() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(4, 3).await.expect("init");
+    cluster.wait_for_leaders(4, TIMEOUT).await;
+    let index = cluster.start_router().await;
+    let router = cluster.routers[index].addr.clone();
+    let client = admin(&router);
+    wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
+
+    let err = client.remove_node(2).await.expect_err("node 2 holds replicas");
+    assert!(err.to_string().contains("still holds replicas"), "{err}");
+    let err = client.drain_node(2).await.expect_err("two nodes cannot hold three replicas");
+    assert!(err.to_string().contains("cannot hold 3 replicas"), "{err}");
+    let err = client.remove_node(9).await.expect_err("unknown node");
+    assert!(err.to_string().contains("not in the cluster map"), "{err}");
+
+    // A plan computed against an older epoch is refused.
+    let plan = client.plan_rebalance().await.expect("dry run");
+    assert!(plan.moves.is_empty());
+    cluster.add_node(&router, &[]).await;
+    wait_map(&client, "node joined", |s| s.nodes.len() == 4).await;
+    let err = client.start_rebalance(plan.epoch, 0, 0).await.expect_err("stale plan");
+    assert!(err.to_string().contains("run `ringkv admin rebalance --dry-run` again"), "{err}");
+
+    // A node id or address already in use is refused.
+    let taken = cluster.nodes[0].addr.clone();
+    let err = client.add_node(10, &taken).await.expect_err("address in use");
+    assert!(err.to_string().contains("already belongs to node 1"), "{err}");
+}

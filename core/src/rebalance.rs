@@ -157,6 +157,9 @@ pub struct Plan {
     pub started_ms: u64,
     /// Balance leaders once every move is done.
     pub balance_leaders: bool,
+    /// Replicas that left their group but could not be deleted yet (their node
+    /// was down): (shard, node). The driver keeps trying; the plan does not wait.
+    pub cleanup: Vec<(ShardId, NodeId)>,
 }
 
 /// Progress counts of a plan.
@@ -172,7 +175,16 @@ impl Plan {
     /// A plan over `moves`, computed against `base_epoch`.
     pub fn new(base_epoch: Epoch, moves: Vec<Move>, limits: MoveLimits, started_ms: u64) -> Plan {
         let state = if moves.is_empty() { PlanState::Done } else { PlanState::Running };
-        Plan { revision: 1, base_epoch, state, limits, moves, started_ms, balance_leaders: true }
+        Plan {
+            revision: 1,
+            base_epoch,
+            state,
+            limits,
+            moves,
+            started_ms,
+            balance_leaders: true,
+            cleanup: Vec::new(),
+        }
     }
 
     pub fn progress(&self) -> Progress {

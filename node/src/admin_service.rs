@@ -29,12 +29,17 @@ use crate::bootstrap::{self, admin_client};
 use crate::cluster_admin;
 use crate::codec;
 use crate::command::{Op, OpResult};
+use crate::driver;
 use crate::error::Error;
+use crate::leader_transfer;
 use crate::node::Node;
 use crate::shard::Shard;
 
 /// How long `ClusterStatus` waits for each node's view of who leads what.
 const STATUS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long `TransferLeader` looks for the shard's current leader.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest long poll a `ClusterStatus` may ask for.
 const MAX_STATUS_WAIT: Duration = Duration::from_secs(60);
@@ -342,16 +347,30 @@ impl Admin for AdminService {
 
     async fn transfer_leader(
         &self,
-        _: Request<TransferLeaderRequest>,
+        request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        Err(Status::unimplemented("transfer-leader is not implemented yet"))
+        let req = request.into_inner();
+        let meta = self.meta_leader()?;
+        let (map, _) = cluster_admin::meta_state(&meta).await?;
+        if !map.shards.contains_key(&req.shard) {
+            return Err(Error::NotFound(format!("shard {} does not exist", req.shard)).into());
+        }
+        let current = driver::on_leader(&map, req.shard, driver::query(req.shard), TRANSFER_TIMEOUT).await?;
+        leader_transfer::transfer(&map, req.shard, current.leader_id, req.node, driver::lease(&self.node))
+            .await?;
+        Ok(Response::new(TransferLeaderResponse { from: current.leader_id, to: req.node }))
     }
 
     async fn balance_leaders(
         &self,
         _: Request<BalanceLeadersRequest>,
     ) -> Result<Response<BalanceLeadersResponse>, Status> {
-        Err(Status::unimplemented("balance-leaders is not implemented yet"))
+        let meta = self.meta_leader()?;
+        let (map, _) = cluster_admin::meta_state(&meta).await?;
+        let leaders = driver::current_leaders(&map).await;
+        let transfers = driver::balance_leaders(&self.node, &map, &leaders).await;
+        let (shards, nodes) = transfers.into_iter().unzip();
+        Ok(Response::new(BalanceLeadersResponse { shards, nodes }))
     }
 
     async fn change_membership(
@@ -378,9 +397,13 @@ impl Admin for AdminService {
 
     async fn leader_transfer_step(
         &self,
-        _: Request<LeaderTransferStepRequest>,
+        request: Request<LeaderTransferStepRequest>,
     ) -> Result<Response<LeaderTransferStepResponse>, Status> {
-        Err(Status::unimplemented("leader transfer is not implemented yet"))
+        let req = request.into_inner();
+        self.check_target(req.target_node)?;
+        let shard = self.node.shard(req.shard).ok_or(Error::WrongShard { shard: req.shard, epoch: 0 })?;
+        let step = req.step();
+        Ok(Response::new(leader_transfer::step(&shard, step, req.hold_ms).await?))
     }
 }
 

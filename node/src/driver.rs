@@ -23,6 +23,11 @@
 //! because `from` leaves only through a membership change that already includes
 //! `to`. When every move is done, joining nodes become active.
 //!
+//! A move whose old replica's node is down when step 3 runs is recorded done,
+//! with the replica in the plan's `cleanup` list: it is out of the group
+//! already, and the driver deletes it once its node answers, one at a time,
+//! without holding up the plan.
+//!
 //! ## Caveats / not done yet
 //! - An aborted plan leaves a move's learner in place if it was aborted between
 //!   steps 1 and 2 (it holds a copy, not a vote); the next plan reuses or removes
@@ -30,7 +35,7 @@
 //! - A target that stays dead fails its move forever (retried with backoff);
 //!   abort the plan and drain the dead node.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +51,7 @@ use tokio::time::Instant;
 use crate::bootstrap::admin_client;
 use crate::cluster_admin::{meta_state, update_map, update_plan};
 use crate::error::Error;
+use crate::leader_transfer;
 use crate::node::Node;
 use crate::shard::Shard;
 
@@ -62,6 +68,7 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(10);
 /// Runs the driver of `node` until the process ends.
 pub async fn run(node: Arc<Node>) {
     let mut running: HashMap<ShardId, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut cleanup: Option<tokio::task::JoinHandle<()>> = None;
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,11 +76,17 @@ pub async fn run(node: Arc<Node>) {
         running.retain(|_, task| !task.is_finished());
         let Some(meta) = node.shard(META_SHARD).filter(|m| m.is_leader()) else { continue };
         let Ok((map, Some(plan))) = meta_state(&meta).await else { continue };
+        if let Some(&(shard, node)) = plan.cleanup.first()
+            && cleanup.as_ref().is_none_or(|task| task.is_finished())
+        {
+            let (meta, map) = (meta.clone(), map.clone());
+            cleanup = Some(tokio::spawn(async move { cleanup_one(&meta, &map, shard, node).await }));
+        }
         if plan.state != PlanState::Running {
             continue;
         }
         if plan.moves.iter().all(|m| m.step == MoveStep::Done) {
-            if let Err(e) = finish(&meta).await {
+            if let Err(e) = finish(&node, &meta).await {
                 tracing::warn!("finishing the rebalance: {e}");
             }
             continue;
@@ -130,9 +143,17 @@ async fn execute(node: &Node, meta: &Shard, map: &ClusterMap, mut m: Move) {
                 add_learner(node, map, &m).await.map(|bytes| (MoveStep::LearnerAdded, bytes))
             }
             MoveStep::LearnerAdded => {
-                change_voters(meta, map, &m).await.map(|()| (MoveStep::MembershipChanged, m.bytes))
+                change_voters(node, meta, map, &m).await.map(|()| (MoveStep::MembershipChanged, m.bytes))
             }
-            MoveStep::MembershipChanged => remove_old(map, &m).await.map(|()| (MoveStep::Done, m.bytes)),
+            MoveStep::MembershipChanged => match remove_old(map, &m).await {
+                Err(Error::Unavailable(e)) if membership_settled(map, &m).await => {
+                    // `from` is down: its replica is out of the group and is
+                    // deleted when it can be, without holding up the plan.
+                    tracing::info!(shard = m.shard, from = ?m.from, "old replica unreachable, deleting it later: {e}");
+                    defer_cleanup(meta, &m).await.map(|()| (MoveStep::Done, m.bytes))
+                }
+                other => other.map(|()| (MoveStep::Done, m.bytes)),
+            },
             MoveStep::Done => return,
         };
         match result {
@@ -214,8 +235,19 @@ async fn add_learner(node: &Node, map: &ClusterMap, m: &Move) -> Result<u64, Err
 }
 
 /// Step 2: voters = current − from + to, then the map says so.
-async fn change_voters(meta: &Shard, map: &ClusterMap, m: &Move) -> Result<(), Error> {
-    let current = on_leader(map, m.shard, query(m.shard), STEP_TIMEOUT).await?;
+async fn change_voters(node: &Node, meta: &Shard, map: &ClusterMap, m: &Move) -> Result<(), Error> {
+    let mut current = on_leader(map, m.shard, query(m.shard), STEP_TIMEOUT).await?;
+    // Leadership leaves first: a leader that removes itself steps down only
+    // after the change, and the shard then waits a whole election.
+    if let Some(from) = m.from.filter(|&f| f == current.leader_id)
+        && let Some(&heir) = current.voters.iter().find(|&&v| v != from)
+    {
+        // Best effort: if it fails, the leader removes itself and steps down.
+        if let Err(e) = leader_transfer::transfer(map, m.shard, from, heir, lease(node)).await {
+            tracing::warn!(shard = m.shard, from, heir, "moving leadership before the move: {e}");
+        }
+        current = on_leader(map, m.shard, query(m.shard), STEP_TIMEOUT).await?;
+    }
     let target: BTreeSet<NodeId> = rebalance::apply_move(&current.voters, m).into_iter().collect();
     if current.voters.iter().copied().collect::<BTreeSet<_>>() != target {
         let req = ChangeMembershipRequest {
@@ -260,8 +292,100 @@ async fn remove_old(map: &ClusterMap, m: &Move) -> Result<(), Error> {
     Ok(())
 }
 
-/// Marks the plan done and joining nodes active.
-async fn finish(meta: &Shard) -> Result<(), Error> {
+/// The followers' leader lease plus a heartbeat of margin: how long a leader
+/// transfer waits after holding the old leader.
+pub(crate) fn lease(node: &Node) -> Duration {
+    Duration::from_millis(node.config.election_timeout_max_ms + node.config.heartbeat_ms)
+}
+
+/// Transfers leaderships until each node that takes replicas leads ⌊S/N⌋ or
+/// ⌈S/N⌉ data shards; returns the transfers made. Concurrent, one per shard.
+pub async fn balance_leaders(
+    node: &Node,
+    map: &ClusterMap,
+    leaders: &BTreeMap<ShardId, NodeId>,
+) -> Vec<(ShardId, NodeId)> {
+    let nodes: Vec<NodeId> =
+        map.nodes.values().filter(|n| n.state != NodeState::Draining).map(|n| n.id).collect();
+    let transfers = rebalance::balance_leaders(leaders, &map.shards, &nodes);
+    let lease = lease(node);
+    let runs = transfers.iter().map(|&(shard, to)| {
+        let from = leaders.get(&shard).copied().unwrap_or(0);
+        async move { (shard, to, leader_transfer::transfer(map, shard, from, to, lease).await) }
+    });
+    let mut done = Vec::new();
+    for (shard, to, result) in futures::future::join_all(runs).await {
+        match result {
+            Ok(()) => done.push((shard, to)),
+            Err(e) => tracing::warn!(shard, to, "leader transfer failed: {e}"),
+        }
+    }
+    done
+}
+
+/// Each data shard's leader, as its leader reports it (shards that answer).
+pub async fn current_leaders(map: &ClusterMap) -> BTreeMap<ShardId, NodeId> {
+    let queries = map.shards.keys().filter(|&&s| s != META_SHARD).map(|&shard| async move {
+        let reply = on_leader(map, shard, query(shard), STEP_TIMEOUT).await.ok()?;
+        (reply.leader_id != 0).then_some((shard, reply.leader_id))
+    });
+    futures::future::join_all(queries).await.into_iter().flatten().collect()
+}
+
+/// Whether the leader confirms `m.from` is no member of the shard any more.
+async fn membership_settled(map: &ClusterMap, m: &Move) -> bool {
+    let Some(from) = m.from else { return true };
+    match on_leader(map, m.shard, query(m.shard), STEP_TIMEOUT).await {
+        Ok(membership) => !membership.voters.contains(&from) && !membership.learners.contains(&from),
+        Err(_) => false,
+    }
+}
+
+/// Records `m.from`'s replica of `m.shard` for deletion later.
+async fn defer_cleanup(meta: &Shard, m: &Move) -> Result<(), Error> {
+    let Some(from) = m.from else { return Ok(()) };
+    update_plan(meta, |current, _| {
+        let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
+        let mut next = plan.clone();
+        if !next.cleanup.contains(&(m.shard, from)) {
+            next.cleanup.push((m.shard, from));
+        }
+        Ok(next)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Tries to delete one deferred replica; drops the entry once deleted, or once
+/// its node left the map.
+async fn cleanup_one(meta: &Shard, map: &ClusterMap, shard: ShardId, node: NodeId) {
+    let done = match map.addr(node) {
+        None => true,
+        Some(addr) => match admin_client(addr) {
+            Ok(mut client) => {
+                let req = timed(RemoveReplicaRequest { target_node: node, shard }, STEP_TIMEOUT);
+                client.remove_replica(req).await.is_ok()
+            }
+            Err(_) => false,
+        },
+    };
+    if done {
+        let result = update_plan(meta, |current, _| {
+            let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
+            let mut next = plan.clone();
+            next.cleanup.retain(|&entry| entry != (shard, node));
+            Ok(next)
+        })
+        .await;
+        match result {
+            Ok(_) => tracing::info!(shard, node, "deleted a replica left behind by a move"),
+            Err(e) => tracing::warn!(shard, node, "recording a replica cleanup: {e}"),
+        }
+    }
+}
+
+/// Marks joining nodes active, balances leaders, and marks the plan done.
+async fn finish(node: &Node, meta: &Shard) -> Result<(), Error> {
     update_map(meta, |map| {
         if !map.nodes.values().any(|n| n.state == NodeState::Joining) {
             return Ok(None);
@@ -273,8 +397,16 @@ async fn finish(meta: &Shard) -> Result<(), Error> {
         Ok(Some(next))
     })
     .await?;
+    let (map, plan) = meta_state(meta).await?;
+    if plan.as_ref().is_some_and(|p| p.balance_leaders) {
+        let leaders = current_leaders(&map).await;
+        let transfers = balance_leaders(node, &map, &leaders).await;
+        tracing::info!(transfers = transfers.len(), "leaders balanced");
+    }
     let plan = update_plan(meta, |current, _| {
-        let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
+        let Some(plan) = current.filter(|p| p.state == PlanState::Running) else {
+            return Err(Error::FailedPrecondition("the plan is no longer running".into()));
+        };
         let mut next = plan.clone();
         next.state = PlanState::Done;
         Ok(next)
@@ -284,7 +416,7 @@ async fn finish(meta: &Shard) -> Result<(), Error> {
     Ok(())
 }
 
-fn query(shard: ShardId) -> ChangeMembershipRequest {
+pub(crate) fn query(shard: ShardId) -> ChangeMembershipRequest {
     ChangeMembershipRequest { shard, add_learner: None, set_voters: Vec::new() }
 }
 
@@ -302,7 +434,7 @@ fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 
 /// Sends `req` to the shard's leader: tries the map's replicas, follows
 /// `NotLeader` hints, backs off while no leader is known, until `timeout`.
-async fn on_leader(
+pub(crate) async fn on_leader(
     map: &ClusterMap,
     shard: ShardId,
     req: ChangeMembershipRequest,

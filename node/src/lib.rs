@@ -49,6 +49,7 @@ pub mod driver;
 pub mod error;
 pub mod expiry;
 pub mod kv_service;
+pub mod leader_transfer;
 pub mod membership;
 pub mod node;
 pub mod proposer;

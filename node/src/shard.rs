@@ -27,6 +27,8 @@ pub struct Shard {
     pub reader: ReadBatcher,
     /// True while a leader transfer holds this replica's proposals and reads.
     pub hold: tokio::sync::watch::Sender<bool>,
+    /// Which leader-transfer hold is in force (0: none); see `leader_transfer`.
+    pub hold_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Shard {
@@ -57,7 +59,7 @@ impl Shard {
         let (hold, held) = tokio::sync::watch::channel(false);
         let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops, held.clone());
         let reader = ReadBatcher::spawn(id, raft.clone(), fence, held);
-        Ok(Shard { id, raft, state, proposer, reader, hold })
+        Ok(Shard { id, raft, state, proposer, reader, hold, hold_generation: Default::default() })
     }
 
     /// The current leader as this replica knows it, with its address.

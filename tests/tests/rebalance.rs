@@ -64,6 +64,21 @@ async fn rebalance(client: &Client, cluster: &Cluster) -> usize {
     moves
 }
 
+/// Every node that takes replicas leads ⌊S/N⌋ or ⌈S/N⌉ of the data shards.
+fn assert_leaders_balanced(status: &ClusterStatusResponse) {
+    let nodes: Vec<u64> = status.nodes.iter().filter(|n| n.state != "draining").map(|n| n.id).collect();
+    let mut led: std::collections::BTreeMap<u64, u32> = nodes.iter().map(|&n| (n, 0)).collect();
+    for s in status.shard_status.iter().filter(|s| s.shard != 0) {
+        *led.entry(s.leader_id).or_default() += 1;
+    }
+    let shards = status.shards;
+    let (floor, ceil) = (shards / nodes.len() as u32, shards.div_ceil(nodes.len() as u32));
+    assert!(
+        led.values().all(|&n| (floor..=ceil).contains(&n)),
+        "leaders per node {led:?}, want {floor}..={ceil}"
+    );
+}
+
 /// The map's placement is the ring's: a new dry run plans nothing.
 async fn assert_placed(client: &Client) {
     let plan = client.plan_rebalance().await.expect("dry run");
@@ -98,6 +113,7 @@ async fn grow_to_five_and_drain_back_to_three_under_load() {
     assert_placed(&client).await;
     let status = client.cluster_status().await.expect("status");
     assert!(status.nodes.iter().all(|n| n.state == "active"), "{:?}", status.nodes);
+    assert_leaders_balanced(&status);
     for id in [four, five] {
         assert!(status.shard_status.iter().any(|s| s.replicas.contains(&id)), "node {id} got no replica");
     }
@@ -118,6 +134,7 @@ async fn grow_to_five_and_drain_back_to_three_under_load() {
     assert_placed(&client).await;
     let status = wait_map(&client, "three nodes", |s| s.nodes.len() == 3).await;
     assert!(status.shard_status.iter().all(|s| s.replicas.len() == 3));
+    assert_leaders_balanced(&status);
 
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -164,4 +181,162 @@ async fn refusals_say_why() {
     let taken = cluster.nodes[0].addr.clone();
     let err = client.add_node(10, &taken).await.expect_err("address in use");
     assert!(err.to_string().contains("already belongs to node 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_where_the_operator_says() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(4, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(4, TIMEOUT).await;
+    let index = cluster.start_router().await;
+    let router = cluster.routers[index].addr.clone();
+    let client = admin(&router);
+    wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
+
+    for shard in 1..=4u32 {
+        let target = leaders[&shard] % 3 + 1;
+        let moved = client.transfer_leader(shard, target).await.expect("transfer");
+        assert_eq!((moved.from, moved.to), (leaders[&shard], target));
+        let status = wait_map(&client, "new leader reported", |s| {
+            s.shard_status.iter().any(|st| st.shard == shard && st.leader_id == target)
+        })
+        .await;
+        assert!(status.shard_status.iter().any(|st| st.shard == shard && st.leader_id == target));
+    }
+    let err = client.transfer_leader(1, 9).await.expect_err("not a replica");
+    assert!(err.to_string().contains("holds no replica"), "{err}");
+
+    // Pile every leadership on node 1, then balance.
+    for shard in 1..=4u32 {
+        client.transfer_leader(shard, 1).await.expect("transfer to 1");
+    }
+    let balanced = client.balance_leaders().await.expect("balance");
+    assert!(!balanced.shards.is_empty());
+    let status = client.cluster_status().await.expect("status");
+    assert_leaders_balanced(&status);
+}
+
+/// Starts a 3-node cluster with a router, writes some data, adds two nodes and
+/// commits a rebalance that runs one move at a time. Returns the cluster, the
+/// router's address and the admin client.
+async fn growing_cluster() -> (Cluster, String, Client) {
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(SHARDS, 3).await.expect("init");
+    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
+    let index = cluster.start_router().await;
+    let router = cluster.routers[index].addr.clone();
+    let client = admin(&router);
+    wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
+    for i in 0..400 {
+        let value = "x".repeat(256);
+        client.put(format!("seed-{i}"), value, Default::default()).await.expect("seed put");
+    }
+    cluster.add_node(&router, &[]).await;
+    cluster.add_node(&router, &[]).await;
+    wait_map(&client, "both nodes joining", |s| s.nodes.len() == 5).await;
+    let plan = client.plan_rebalance().await.expect("dry run");
+    assert!(plan.moves.len() > 3, "too few moves to interrupt: {}", plan.moves.len());
+    client.start_rebalance(plan.epoch, 1, 1).await.expect("start");
+    (cluster, router, client)
+}
+
+/// Waits until the plan has finished some moves but not all.
+async fn wait_mid_plan(client: &Client) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let status = client.rebalance_status().await.expect("status");
+        if status.done >= 1 && status.left >= 1 {
+            return;
+        }
+        assert_eq!(status.state, "running", "the plan ended before it could be interrupted: {status:?}");
+        assert!(Instant::now() < deadline, "no move finished in {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every seeded key reads back through the router.
+async fn assert_seed_data(client: &Client) {
+    for i in 0..400 {
+        let got = client.get(format!("seed-{i}"), Default::default()).await.expect("seed get");
+        assert_eq!(got.map(|r| r.value.len()), Some(256), "seed-{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_meta_leader_finishes_an_interrupted_plan() {
+    let (mut cluster, _router, client) = growing_cluster().await;
+    wait_mid_plan(&client).await;
+    let meta_leader = cluster.wait_for_leaders(SHARDS, TIMEOUT).await[&0];
+    cluster.node(meta_leader).kill();
+    wait_plan_done_allowing_errors(&client, &cluster).await;
+    cluster.node(meta_leader).start().await;
+    assert_placed(&client).await;
+    assert_seed_data(&client).await;
+    // Replicas it lost while down are deleted once it is back.
+    wait_hosts_what_the_map_says(&client, &cluster, meta_leader).await;
+}
+
+/// Waits until `node` hosts exactly the replicas the map gives it.
+async fn wait_hosts_what_the_map_says(client: &Client, cluster: &Cluster, node: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let map = client.cluster_status().await.expect("status");
+        let want: Vec<u32> =
+            map.shard_status.iter().filter(|s| s.replicas.contains(&node)).map(|s| s.shard).collect();
+        let process = cluster.nodes.iter().find(|n| n.id == node).expect("node");
+        let mut hosted = process.status().await.map(|s| s.replicas).unwrap_or_default();
+        hosted.sort_unstable();
+        if hosted == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {node} hosts {hosted:?}, the map gives it {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_moves_target_delays_it_without_losing_a_quorum() {
+    let (mut cluster, router, client) = growing_cluster().await;
+    wait_mid_plan(&client).await;
+    // The target of a move still in flight, else of the next one.
+    let status = client.rebalance_status().await.expect("status");
+    let target = status
+        .moves
+        .iter()
+        .find(|m| m.step != "done" && m.step != "pending" && m.to != 0)
+        .or_else(|| status.moves.iter().find(|m| m.step == "pending" && m.to != 0))
+        .expect("a move with a target")
+        .to;
+    cluster.node(target).kill();
+    // Every shard still takes writes: no move leaves a shard without a quorum.
+    let writer = admin(&router);
+    for i in 0..64 {
+        writer
+            .put(format!("during-{i}"), "v", Default::default())
+            .await
+            .expect("write while a target is down");
+    }
+    cluster.node(target).start().await;
+    wait_plan_done_allowing_errors(&client, &cluster).await;
+    assert_placed(&client).await;
+    assert_seed_data(&client).await;
+    wait_hosts_what_the_map_says(&client, &cluster, target).await;
+}
+
+/// Like [`wait_plan_done`], but status calls may fail for a while (the meta
+/// leader was killed).
+async fn wait_plan_done_allowing_errors(client: &Client, cluster: &Cluster) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let last = client.rebalance_status().await;
+        if let Ok(status) = &last {
+            match status.state.as_str() {
+                "done" => return,
+                "running" => {}
+                other => panic!("plan {other}: {status:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "plan not done in {TIMEOUT:?}: {last:#?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

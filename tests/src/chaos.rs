@@ -50,6 +50,10 @@ pub struct ChaosConfig {
     pub fault_gap: (Duration, Duration),
     /// How long a fault is held before it is healed.
     pub fault_hold: (Duration, Duration),
+    /// Rebalance under faults: the nemesis also grows the cluster by one node and
+    /// drains nodes (between `nodes` and `nodes + 1` active), leaving the plans
+    /// running while the other faults hit.
+    pub rebalance: bool,
 }
 
 impl ChaosConfig {
@@ -68,7 +72,15 @@ impl ChaosConfig {
             faults: FaultKind::ALL.to_vec(),
             fault_gap: (Duration::from_millis(500), Duration::from_millis(2000)),
             fault_hold: (Duration::from_millis(800), Duration::from_millis(2500)),
+            rebalance: false,
         }
+    }
+
+    /// The same run with membership changes mixed into the faults.
+    pub fn with_rebalance(mut self) -> ChaosConfig {
+        self.rebalance = true;
+        self.faults = FaultKind::WITH_REBALANCE.to_vec();
+        self
     }
 }
 
@@ -87,12 +99,14 @@ pub struct ChaosReport {
     pub failovers: Vec<(&'static str, Vec<Duration>)>,
     /// When the workload started: the zero of the history's and the faults' times.
     pub start: Instant,
+    /// Rebalance runs: why the last plan did not finish, if it did not.
+    pub rebalance: Option<String>,
 }
 
 impl ChaosReport {
     /// No anomaly, no divergent replica.
     pub fn passed(&self) -> bool {
-        self.check.is_valid() && self.divergent.is_empty()
+        self.check.is_valid() && self.divergent.is_empty() && self.rebalance.is_none()
     }
 }
 
@@ -275,6 +289,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
 
     // The nemesis: quiet gap, fault, hold, heal, until the workload ends.
     let mut nemesis = Nemesis::new(config.seed, &config.faults);
+    (nemesis.min_nodes, nemesis.max_nodes) = (config.nodes, config.nodes + u64::from(config.rebalance));
     let mut faults = Vec::new();
     loop {
         let gap = nemesis.pick_duration(config.fault_gap.0, config.fault_gap.1);
@@ -293,8 +308,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         c.await.expect("client task");
     }
 
-    // Heal everything (no-op if healed), let leaders settle, read every key.
+    // Heal everything (no-op if healed), let a running plan finish, let leaders
+    // settle, read every key.
     crate::nemesis::heal_partitions(&cluster).await;
+    let rebalance = if config.rebalance { finish_rebalance(&routers[0]).await } else { None };
     cluster.wait_for_leaders(config.shards, Duration::from_secs(60)).await;
     let final_phase_start_us = micros_since(start);
     let all_keys: Vec<&String> = keys.registers.iter().chain(&keys.counters).chain(&keys.ttl).collect();
@@ -325,7 +342,33 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         &CheckConfig { final_phase_start_us, clock_bound_ms: 250, search: Default::default() },
     );
     let failovers = failover_times(&history, &faults, start, config.shards);
-    ChaosReport { config, history, faults, check, divergent, failovers, start }
+    ChaosReport { config, history, faults, check, divergent, failovers, start, rebalance }
+}
+
+/// Waits (bounded) for a running rebalance plan to finish; returns what went
+/// wrong, if anything: a plan that does not finish once faults stop is a bug.
+async fn finish_rebalance(router: &str) -> Option<String> {
+    let opts = ringkv_client::ClientOptions { routing: ringkv_client::Routing::ViaSeeds, ..Default::default() };
+    let client = ringkv_client::Client::connect(vec![router.to_string()], opts).expect("admin client");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match client.rebalance_status().await {
+            Ok(status) if !status.has_plan || status.state == "done" => return None,
+            Ok(status) if status.state != "running" => return Some(format!("plan ended {}", status.state)),
+            Ok(status) if Instant::now() > deadline => {
+                return Some(format!(
+                    "plan not done 120 s after the faults stopped: {} done, {} in flight, {} left; {:?}",
+                    status.done,
+                    status.in_flight,
+                    status.left,
+                    status.moves.iter().filter(|m| !m.last_error.is_empty()).collect::<Vec<_>>()
+                ));
+            }
+            Err(e) if Instant::now() > deadline => return Some(format!("rebalance status: {e}")),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits (bounded) for every shard's replicas to reach one applied index and
@@ -382,6 +425,7 @@ fn failover_group(kind: FaultKind) -> &'static str {
         FaultKind::Pause => FAILOVER_GROUPS[1].0,
         FaultKind::IsolateNode | FaultKind::SplitMajorityMinority => FAILOVER_GROUPS[2].0,
         FaultKind::KillAll => FAILOVER_GROUPS[3].0,
+        FaultKind::Rebalance => "rebalance",
     }
 }
 
@@ -400,8 +444,10 @@ fn failover_times(
     for fault in faults {
         let from = if fault.kind == FaultKind::KillAll { fault.healed.unwrap_or(fault.at) } else { fault.at };
         let at_us = from.saturating_duration_since(start).as_micros() as u64;
-        let times =
-            &mut groups.iter_mut().find(|(g, _)| *g == failover_group(fault.kind)).expect("a group").1;
+        // Membership changes lose no leader by themselves: not measured.
+        let Some((_, times)) = groups.iter_mut().find(|(g, _)| *g == failover_group(fault.kind)) else {
+            continue;
+        };
         for &shard in fault.shards_led.iter().filter(|&&s| s != 0) {
             let first = history
                 .iter()
@@ -482,6 +528,22 @@ impl fmt::Display for ChaosReport {
         writeln!(f, "failover:")?;
         for ((group, times), (_, what)) in self.failovers.iter().zip(FAILOVER_GROUPS) {
             writeln!(f, "  {group:18} {}  ({what})", spread(times))?;
+        }
+        if c.rebalance {
+            let actions: Vec<String> = self
+                .faults
+                .iter()
+                .filter_map(|f| {
+                    let at = f.at.saturating_duration_since(self.start).as_secs_f64();
+                    f.action.as_ref().map(|a| format!("{at:.1}s {a}"))
+                })
+                .collect();
+            writeln!(f, "membership changes: {}", actions.join("; "))?;
+        }
+        if let Some(problem) = &self.rebalance {
+            writeln!(f, "rebalance: {problem}")?;
+        } else if c.rebalance {
+            writeln!(f, "rebalance: every plan finished")?;
         }
         writeln!(f, "divergent replicas: {}", self.divergent.len())?;
         for (shard, seen) in &self.divergent {

@@ -284,6 +284,11 @@ impl Cluster {
         id
     }
 
+    /// Stops node `id` for good and forgets it (after it left the cluster).
+    pub fn remove_node(&mut self, id: u64) {
+        self.nodes.retain(|n| n.id != id);
+    }
+
     /// Every node's address.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()

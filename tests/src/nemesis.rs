@@ -36,6 +36,10 @@ pub enum FaultKind {
     SplitMajorityMinority,
     /// SIGKILL every node at once.
     KillAll,
+    /// An operator's membership change, left running while later faults hit:
+    /// add a node and rebalance onto it, or drain a node (and, once it holds
+    /// nothing, remove it). Only in rebalance runs ([`FaultKind::WITH_REBALANCE`]).
+    Rebalance,
 }
 
 impl FaultKind {
@@ -47,6 +51,20 @@ impl FaultKind {
         FaultKind::IsolateNode,
         FaultKind::SplitMajorityMinority,
         FaultKind::KillAll,
+    ];
+}
+
+impl FaultKind {
+    /// The full mix plus membership changes, for rebalance-under-faults runs.
+    pub const WITH_REBALANCE: [FaultKind; 8] = [
+        FaultKind::KillRandom,
+        FaultKind::KillBusiestLeader,
+        FaultKind::Pause,
+        FaultKind::IsolateNode,
+        FaultKind::SplitMajorityMinority,
+        FaultKind::KillAll,
+        FaultKind::Rebalance,
+        FaultKind::Rebalance,
     ];
 }
 
@@ -63,19 +81,24 @@ pub struct Fault {
     pub shards_led: Vec<u32>,
     /// When it was healed (restarted, resumed, reconnected).
     pub healed: Option<Instant>,
+    /// What a [`FaultKind::Rebalance`] did ("added node 4", ...).
+    pub action: Option<String>,
 }
 
 /// The fault injector.
 pub struct Nemesis {
     rng: StdRng,
     kinds: Vec<FaultKind>,
+    /// Bounds for [`FaultKind::Rebalance`]: active nodes stay in this range.
+    pub min_nodes: u64,
+    pub max_nodes: u64,
 }
 
 impl Nemesis {
     /// A nemesis drawing from `kinds` with a seeded schedule.
     pub fn new(seed: u64, kinds: &[FaultKind]) -> Nemesis {
         assert!(!kinds.is_empty(), "the nemesis needs at least one fault kind");
-        Nemesis { rng: StdRng::seed_from_u64(seed), kinds: kinds.to_vec() }
+        Nemesis { rng: StdRng::seed_from_u64(seed), kinds: kinds.to_vec(), min_nodes: 3, max_nodes: 3 }
     }
 
     /// A random duration in `[min, max]`, from the schedule.
@@ -93,6 +116,7 @@ impl Nemesis {
             led.iter().filter(|(_, leader)| nodes.contains(leader)).map(|(shard, _)| *shard).collect()
         };
         let at = Instant::now();
+        let mut action = None;
         let nodes = match kind {
             FaultKind::KillRandom => {
                 let victim = *ids.choose(&mut self.rng).expect("nodes");
@@ -134,9 +158,14 @@ impl Nemesis {
                 }
                 ids.clone()
             }
+            FaultKind::Rebalance => {
+                let (nodes, did) = self.change_membership(cluster).await;
+                action = Some(did);
+                nodes
+            }
         };
         let shards_led = led_by(&nodes);
-        Fault { kind, at, nodes, shards_led, healed: None }
+        Fault { kind, at, nodes, shards_led, healed: None, action }
     }
 
     /// Undoes `fault`: restarts killed nodes, resumes paused ones, heals
@@ -156,7 +185,73 @@ impl Nemesis {
                 }
             }
             FaultKind::IsolateNode | FaultKind::SplitMajorityMinority => heal_partitions(cluster).await,
+            // Left running on purpose: the plan's moves meet the next faults.
+            FaultKind::Rebalance => {}
         }
+    }
+
+    /// One step of an operator growing and shrinking the cluster between
+    /// `min_nodes` and `max_nodes`: remove a drained node, else add a node and
+    /// rebalance onto it, else drain a node. Nothing while a plan runs or the
+    /// cluster does not answer. Returns the node it acted on.
+    async fn change_membership(&mut self, cluster: &mut Cluster) -> (Vec<u64>, String) {
+        let nothing = |why: &str| (Vec::new(), why.to_string());
+        let Some(router) = cluster.routers.first().map(|r| r.addr.clone()) else { return nothing("no router") };
+        let opts = ringkv_client::ClientOptions {
+            routing: ringkv_client::Routing::ViaSeeds,
+            request_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let Ok(client) = ringkv_client::Client::connect(vec![router.clone()], opts) else {
+            return nothing("no client");
+        };
+        let Ok(status) = client.cluster_status().await else { return nothing("skipped: no cluster status") };
+        if status.rebalance.as_ref().is_some_and(|r| r.has_plan && (r.state == "running" || r.state == "paused")) {
+            return nothing("skipped: a plan is running");
+        }
+        let holds = |id: u64| status.shard_status.iter().any(|s| s.replicas.contains(&id));
+        if let Some(drained) = status.nodes.iter().find(|n| n.state == "draining" && !holds(n.id)) {
+            return match client.remove_node(drained.id).await {
+                Ok(_) => {
+                    cluster.remove_node(drained.id);
+                    (vec![drained.id], format!("removed node {}", drained.id))
+                }
+                Err(e) => (vec![drained.id], format!("remove node {} refused: {e}", drained.id)),
+            };
+        }
+        let active = status.nodes.iter().filter(|n| n.state != "draining").count() as u64;
+        if active < self.max_nodes && self.rng.random_bool(0.6) {
+            let id = cluster.add_node(&router, &["--enable-test-faults"]).await;
+            // The node registers itself in the background; wait for it (bounded).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(plan) = client.plan_rebalance().await
+                    && plan.totals.iter().any(|t| t.node == id)
+                {
+                    return match client.start_rebalance(plan.epoch, 0, 0).await {
+                        Ok(started) => (vec![id], format!("added node {id}, {} moves", started.moves.len())),
+                        Err(e) => (vec![id], format!("added node {id}, rebalance refused: {e}")),
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return (vec![id], format!("added node {id}, never saw it register"));
+        }
+        if active > self.min_nodes {
+            let victim = *status
+                .nodes
+                .iter()
+                .filter(|n| n.state != "draining")
+                .map(|n| n.id)
+                .collect::<Vec<_>>()
+                .choose(&mut self.rng)
+                .expect("active nodes");
+            return match client.drain_node(victim).await {
+                Ok(started) => (vec![victim], format!("draining node {victim}, {} moves", started.moves.len())),
+                Err(e) => (vec![victim], format!("drain node {victim} refused: {e}")),
+            };
+        }
+        nothing("skipped: nothing to do")
     }
 }
 

@@ -20,6 +20,10 @@ struct Args {
     /// Number of nodes (3 or 5).
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// Also grow the cluster by a node and drain nodes while the faults hit
+    /// (rebalance under faults).
+    #[arg(long)]
+    rebalance: bool,
 }
 
 fn main() -> ExitCode {
@@ -29,8 +33,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let report =
-        runtime.block_on(run(ChaosConfig::new(args.seed, Duration::from_secs(args.duration), args.nodes)));
+    let mut config = ChaosConfig::new(args.seed, Duration::from_secs(args.duration), args.nodes);
+    if args.rebalance {
+        config = config.with_rebalance();
+    }
+    let report = runtime.block_on(run(config));
     println!("{report}");
     if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -8,7 +8,8 @@
 //! - [`commands`]: the client commands (`get`, `put`, `del`, `touch`, `incr`,
 //!   `status`, `cluster init`) run with `ringkv-client`.
 //! - [`output`]: every text `ringkv` prints and every exit status, as pure
-//!   functions (golden-tested in `tests/golden.rs`).
+//!   functions (golden-tested in `tests/golden.rs`); [`rebalance_output`] the
+//!   same for the admin commands: the dry-run plan and a rebalance's progress.
 //! - [`dev`]: `ringkv dev`, a local 3-node cluster plus router as child processes.
 //! - [`router`]: what `ringkv router` runs (a stub until ringkv-router lands).
 //!
@@ -48,4 +49,5 @@ pub mod args;
 pub mod commands;
 pub mod dev;
 pub mod output;
+pub mod rebalance_output;
 pub mod router;

@@ -164,11 +164,16 @@ pub fn status_text(status: &ClusterStatusResponse) -> String {
     text
 }
 
-fn shard_row(shard: &ShardStatus) -> [String; 6] {
-    let name = match shard.shard {
+/// A shard as tables name it: `0 (meta)` for the meta shard.
+pub(crate) fn shard_name(shard: u32) -> String {
+    match shard {
         0 => "0 (meta)".to_string(),
         id => id.to_string(),
-    };
+    }
+}
+
+fn shard_row(shard: &ShardStatus) -> [String; 6] {
+    let name = shard_name(shard.shard);
     let replicas: Vec<String> = shard
         .replicas
         .iter()
@@ -196,12 +201,12 @@ fn shard_row(shard: &ShardStatus) -> [String; 6] {
     }
 }
 
-fn dash_if_empty(text: &str) -> String {
+pub(crate) fn dash_if_empty(text: &str) -> String {
     if text.is_empty() { "-".to_string() } else { text.to_string() }
 }
 
 /// Left-aligned columns two spaces apart, without trailing spaces.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -30,8 +30,10 @@ Output (stdout unless noted):
   del          `OK version=N`, `(not found)`, or `(condition failed) version=N`
   touch        `OK ttl_ms=N` (0 = no expiry), or `(not found)`
   incr         the new value; with -v, `version=N` on stderr
-  status       a table of nodes and shards; with --json one JSON object whose fields are
-               those of the Admin.ClusterStatus response (leader_id null: no leader)
+  status       a table of nodes (state, replicas, leaderships) and shards, and a line on
+               a running rebalance; with --json one JSON object whose fields are
+               those of the Admin.ClusterStatus response (leader_id null: no leader;
+               rebalance null: none ever committed)
   cluster init `OK cluster_id=ID epoch=N shards=N replicas=N`
 
 Exit status:

@@ -138,6 +138,31 @@ fn status_as_json() {
     assert_eq!(parsed["nodes"][2]["state"], "draining");
 }
 
+/// The same cluster while node 4 joins: registered, no replicas yet, and a
+/// rebalance running.
+fn rebalancing_fixture() -> ClusterStatusResponse {
+    let mut status = fixture();
+    status.epoch = 8;
+    status.nodes.push(NodeAddress { id: 4, addr: "10.0.0.4:7004".into(), state: "joining".into() });
+    status.rebalance = Some(running_plan());
+    status
+}
+
+#[test]
+fn status_while_rebalancing() {
+    check_golden("status-rebalancing.txt", &status_text(&rebalancing_fixture()));
+    let json = status_json(&rebalancing_fixture());
+    assert_eq!(json["rebalance"], rebalance_status_json(&running_plan()));
+    assert_eq!(json["nodes"][3]["state"], "joining");
+    // A plan that ended is not a line of `ringkv status`; never one is null in JSON.
+    let mut done = rebalancing_fixture();
+    done.rebalance.as_mut().expect("fixture has a plan").state = "done".into();
+    assert!(!status_text(&done).contains("rebalance"));
+    assert_eq!(status_json(&fixture())["rebalance"], serde_json::Value::Null);
+    let never = ClusterStatusResponse { rebalance: Some(RebalanceStatusResponse::default()), ..fixture() };
+    assert_eq!(status_json(&never)["rebalance"], serde_json::Value::Null);
+}
+
 #[test]
 fn empty_status() {
     let empty = ClusterStatusResponse::default();

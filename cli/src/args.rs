@@ -30,9 +30,15 @@ Output (stdout unless noted):
   del          `OK version=N`, `(not found)`, or `(condition failed) version=N`
   touch        `OK ttl_ms=N` (0 = no expiry), or `(not found)`
   incr         the new value; with -v, `version=N` on stderr
-  status       a table of nodes and shards; with --json one JSON object whose fields are
-               those of the Admin.ClusterStatus response (leader_id null: no leader)
+  status       a table of nodes (state, replicas, leaderships) and shards, and a line on
+               a running rebalance; with --json one JSON object whose fields are
+               those of the Admin.ClusterStatus response (leader_id null: no leader;
+               rebalance null: none ever committed)
   cluster init `OK cluster_id=ID epoch=N shards=N replicas=N`
+  admin        an `OK ...` line and what to run next; `admin rebalance --dry-run` the plan
+               (moves, replicas per node before -> after, data to copy); `admin rebalance
+               status` the progress, with --json one JSON object whose fields are those of
+               the Admin.RebalanceStatus response (from/to null: none)
 
 Exit status:
   0  done: found, written, deleted
@@ -40,11 +46,27 @@ Exit status:
   2  usage error or invalid argument
   3  unavailable: cannot connect, no quorum or leader, timed out
   4  failed precondition: e.g. incr of a value that is not an integer, cluster already
-     initialized
+     initialized, a rebalance already running, removing a node that holds replicas
   5  any other error
 
 Errors print `error: <message>` (and sometimes `hint: ...`) on stderr.
 RUST_LOG=debug shows routing and retries.";
+
+const ADMIN_AFTER_HELP: &str = "\
+Grow:
+  ringkv-node --id 4 --listen 10.0.0.4:7004  start the new node (with its --data-dir)
+  ringkv admin add-node 4 10.0.0.4:7004      register it as joining (or start it with --join)
+  ringkv admin rebalance --dry-run           review the plan
+  ringkv admin rebalance --expected-epoch N  commit exactly that plan
+  ringkv admin rebalance status              follow it
+
+Shrink:
+  ringkv admin drain 3                       move every replica off node 3
+  ringkv admin rebalance status              wait until it says done
+  ringkv admin remove-node 3                 then stop the node
+
+Moves copy data while the cluster keeps serving; at most --max-in-flight moves run at
+once, and --max-per-node per node.";
 
 /// ringkv: a sharded, Raft-replicated in-memory key-value store.
 #[derive(Debug, Parser)]
@@ -152,6 +174,10 @@ pub enum Command {
     /// Create a cluster or show its state
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Grow, shrink and rebalance the cluster: add, drain and remove nodes, move
+    /// replicas and leaderships
+    #[command(subcommand, after_help = ADMIN_AFTER_HELP)]
+    Admin(AdminCommand),
     /// Run a local cluster for development: 3 nodes and a router, data kept in
     /// --data-dir; Ctrl-C stops it
     Dev(DevArgs),
@@ -186,6 +212,105 @@ pub enum ClusterCommand {
     },
     /// Same as `ringkv status`
     Status(StatusArgs),
+}
+
+/// The operator commands; all of them go to the meta shard's leader (through the
+/// router, or by following redirects).
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Register a new node as joining (`ringkv-node --join` does it itself); it
+    /// takes replicas at the next rebalance
+    AddNode {
+        /// The new node's id (positive, unused)
+        #[arg(value_parser = parse_node_id)]
+        id: u64,
+        /// Where the other nodes reach it (host:port)
+        // Its own id: `addr` is the global --addr, and clap would merge the two.
+        #[arg(id = "node_addr", value_name = "ADDR", value_parser = parse_addr)]
+        addr: String,
+    },
+    /// Move replicas to where the ring places them (after add-node or drain);
+    /// --dry-run shows the plan first
+    Rebalance(RebalanceArgs),
+    /// Move every replica and leadership off NODE (it keeps serving meanwhile);
+    /// then `remove-node` takes it out
+    Drain {
+        /// The node to empty
+        #[arg(value_parser = parse_node_id)]
+        node: u64,
+    },
+    /// Take a drained node (one that holds no replicas) out of the cluster map
+    RemoveNode {
+        /// The node to remove
+        #[arg(value_parser = parse_node_id)]
+        node: u64,
+    },
+    /// Move SHARD's leadership to NODE, one of its replicas
+    TransferLeader {
+        /// The shard (0 is the meta shard)
+        shard: u32,
+        /// The node to lead it
+        #[arg(value_parser = parse_node_id)]
+        node: u64,
+    },
+    /// Transfer leaderships until every node leads about as many shards as the
+    /// others
+    BalanceLeaders,
+}
+
+/// `admin rebalance`: either commit a plan (with its limits), print it
+/// (`--dry-run`), or act on the running one (a subcommand).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RebalanceArgs {
+    #[command(subcommand)]
+    pub action: Option<RebalanceAction>,
+
+    /// Print the plan (moves, per-node totals, data to copy) and change nothing
+    #[arg(long, conflicts_with_all = ["max_in_flight", "max_per_node", "expected_epoch"])]
+    pub dry_run: bool,
+
+    /// Moves running at once across the cluster [default: the nodes', 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: Option<u32>,
+
+    /// Moves running at once that copy to or from one node [default: the nodes', 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_node: Option<u32>,
+
+    /// Commit only if the cluster map is still at this epoch, i.e. exactly the
+    /// plan a --dry-run printed
+    #[arg(long, value_name = "EPOCH")]
+    pub expected_epoch: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum RebalanceAction {
+    /// Show the running (or last) rebalance: progress, and the moves not done
+    Status {
+        /// Print one JSON object (the fields of Admin.RebalanceStatus) instead
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the moves in flight finish and start no new ones
+    Pause,
+    /// Start moves again after a pause
+    Resume,
+    /// Stop the plan: no move starts any more, and moves in flight stop after
+    /// their current step
+    Abort,
+}
+
+impl RebalanceAction {
+    /// The action's name in Admin.ControlRebalance (`None` for `status`).
+    pub fn control(self) -> Option<&'static str> {
+        match self {
+            RebalanceAction::Status { .. } => None,
+            RebalanceAction::Pause => Some("pause"),
+            RebalanceAction::Resume => Some("resume"),
+            RebalanceAction::Abort => Some("abort"),
+        }
+    }
 }
 
 /// The `--nodes` of `cluster init`: (id, address) pairs in the order given.
@@ -242,6 +367,15 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     match i64::try_from(ttl_ms) {
         Ok(ttl_ms) if ttl_ms <= MAX_TTL_MS => Ok(ttl_ms as u64),
         _ => Err(format!("`{s}` is over the TTL limit of ten years")),
+    }
+}
+
+/// Parses a node id: a positive integer (0 means "no node" on the wire).
+pub fn parse_node_id(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("node id 0 is reserved; ids start at 1".to_string()),
+        Ok(id) => Ok(id),
+        Err(_) => Err(format!("`{s}` is not a node id (a positive integer)")),
     }
 }
 
@@ -453,6 +587,103 @@ mod tests {
         ));
         assert!(parse_error(&["cluster", "init"]).contains("--nodes"));
         assert!(parse_error(&["cluster", "init", "--nodes", "1=a:1", "--shards", "0"]).contains("0"));
+    }
+
+    fn admin(args: &[&str]) -> AdminCommand {
+        match command(&[&["admin"], args].concat()) {
+            Command::Admin(admin) => admin,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn rebalance(args: &[&str]) -> RebalanceArgs {
+        match admin(&[&["rebalance"], args].concat()) {
+            AdminCommand::Rebalance(rebalance) => rebalance,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn admin_nodes_and_leaders() {
+        assert_eq!(
+            admin(&["add-node", "4", "10.0.0.4:7004"]),
+            AdminCommand::AddNode { id: 4, addr: "10.0.0.4:7004".into() }
+        );
+        assert_eq!(admin(&["drain", "3"]), AdminCommand::Drain { node: 3 });
+        assert_eq!(admin(&["remove-node", "3"]), AdminCommand::RemoveNode { node: 3 });
+        assert_eq!(admin(&["transfer-leader", "0", "2"]), AdminCommand::TransferLeader { shard: 0, node: 2 });
+        assert_eq!(admin(&["balance-leaders"]), AdminCommand::BalanceLeaders);
+        // Global client options still apply after the subcommand.
+        let cli = parse(&["admin", "drain", "3", "--addr", "r:7000", "--timeout-ms", "500"]).unwrap();
+        assert_eq!((cli.client.addr, cli.client.timeout_ms), (vec!["r:7000".to_string()], Some(500)));
+        // The new node's address is not where the command connects.
+        let cli = parse(&["--addr", "r:7000", "admin", "add-node", "4", "n4:7004"]).unwrap();
+        assert_eq!(cli.client.addr, vec!["r:7000".to_string()]);
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::AddNode { id: 4, addr }) if addr == "n4:7004"
+        ));
+        let cli = parse(&["admin", "add-node", "4", "n4:7004"]).unwrap();
+        assert!(cli.client.addr.is_empty(), "{:?}", cli.client.addr);
+
+        assert!(parse_error(&["admin", "add-node", "0", "a:1"]).contains("node id 0 is reserved"));
+        assert!(parse_error(&["admin", "add-node", "x", "a:1"]).contains("`x` is not a node id"));
+        assert!(parse_error(&["admin", "add-node", "4", "nohost"]).contains("HOST:PORT"));
+        assert!(parse_error(&["admin", "add-node", "4"]).contains("<ADDR>"));
+        assert!(parse_error(&["admin", "drain"]).contains("<NODE>"));
+        assert!(parse_error(&["admin", "remove-node", "0"]).contains("node id 0 is reserved"));
+        assert!(parse_error(&["admin", "transfer-leader", "-1", "2"]).contains("unexpected argument"));
+        assert!(parse_error(&["admin", "transfer-leader", "3"]).contains("<NODE>"));
+        assert_eq!(
+            parse(&["admin"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn admin_rebalance() {
+        let commit = RebalanceArgs {
+            action: None,
+            dry_run: false,
+            max_in_flight: None,
+            max_per_node: None,
+            expected_epoch: None,
+        };
+        assert_eq!(rebalance(&[]), commit);
+        assert_eq!(rebalance(&["--dry-run"]), RebalanceArgs { dry_run: true, ..commit.clone() });
+        assert_eq!(
+            rebalance(&["--max-in-flight", "8", "--max-per-node", "1", "--expected-epoch", "9"]),
+            RebalanceArgs {
+                max_in_flight: Some(8),
+                max_per_node: Some(1),
+                expected_epoch: Some(9),
+                ..commit.clone()
+            }
+        );
+        let action = |args: &[&str]| rebalance(args).action;
+        assert_eq!(action(&["status"]), Some(RebalanceAction::Status { json: false }));
+        assert_eq!(action(&["status", "--json"]), Some(RebalanceAction::Status { json: true }));
+        assert_eq!(action(&["pause"]), Some(RebalanceAction::Pause));
+        assert_eq!(action(&["resume"]), Some(RebalanceAction::Resume));
+        assert_eq!(action(&["abort"]), Some(RebalanceAction::Abort));
+        let controls =
+            [RebalanceAction::Status { json: true }, RebalanceAction::Pause, RebalanceAction::Abort];
+        assert_eq!(controls.map(RebalanceAction::control), [None, Some("pause"), Some("abort")]);
+
+        assert!(
+            parse_error(&["admin", "rebalance", "--dry-run", "--max-in-flight", "2"])
+                .contains("cannot be used with")
+        );
+        assert!(parse_error(&["admin", "rebalance", "--max-in-flight", "0"]).contains("0"));
+        assert!(parse_error(&["admin", "rebalance", "--max-per-node", "x"]).contains("invalid value"));
+        // Limits belong to a commit, not to an action on the running plan.
+        assert!(
+            parse_error(&["admin", "rebalance", "--max-in-flight", "2", "pause"])
+                .contains("cannot be used with")
+        );
+        assert!(parse_error(&["admin", "rebalance", "--dry-run", "status"]).contains("cannot be used with"));
+        assert!(parse_error(&["admin", "rebalance", "pause", "--json"]).contains("unexpected argument"));
+        assert!(parse_error(&["admin", "rebalance", "stop"]).contains("unrecognized subcommand"));
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! Running one client command (kv, status, cluster) with the client library and
-//! printing its answer through [`crate::output`].
+//! Running one client command (kv, status, cluster, admin) with the client
+//! library and printing its answer through [`crate::output`] and
+//! [`crate::rebalance_output`].
 
 use std::io::Write;
 use std::time::Duration;
 
 use ringkv_client::{Client, ClientOptions, Condition, Consistency, Error, PutOptions};
 
-use crate::args::{ClientArgs, ClusterCommand, Command, DEFAULT_ADDR, StatusArgs};
+use crate::args::{
+    AdminCommand, ClientArgs, ClusterCommand, Command, DEFAULT_ADDR, RebalanceAction, RebalanceArgs,
+    StatusArgs,
+};
 use crate::output::{
     self, EXIT_NEGATIVE, EXIT_OK, EXIT_PRECONDITION, Failure, delete_line, init_line, put_line,
 };
+use crate::rebalance_output as admin_output;
 
 /// Runs one client command, printing its answer to `out` (and `-v` details and
 /// `(not found)` to `err`); returns the exit status of an answer, or the failure.
@@ -112,8 +117,107 @@ pub async fn run(
             out.write_all(text.as_bytes())?;
             Ok(EXIT_OK)
         }
+        Command::Admin(admin) => {
+            let text = run_admin(&client, admin, &addrs).await?;
+            out.write_all(text.as_bytes())?;
+            Ok(EXIT_OK)
+        }
         Command::Dev(_) | Command::Node(_) | Command::Router(_) => {
             unreachable!("main runs dev, node and router itself")
+        }
+    }
+}
+
+/// Runs one `ringkv admin` command; returns the text to print. `addrs` are the
+/// addresses the command was given, for hints.
+async fn run_admin(client: &Client, command: AdminCommand, addrs: &[String]) -> Result<String, Failure> {
+    let failed = |what: &str| {
+        let what = what.to_string();
+        move |err: Error| admin_failure(&what, err, addrs)
+    };
+    match command {
+        AdminCommand::AddNode { id, addr } => {
+            let added = client.add_node(id, &addr).await.map_err(failed("add-node"))?;
+            Ok(admin_output::add_node_text(id, &addr, &added))
+        }
+        AdminCommand::Rebalance(RebalanceArgs { action: Some(action), .. }) => {
+            let status = match action.control() {
+                None => client.rebalance_status().await.map_err(failed("rebalance status"))?,
+                Some(control) => {
+                    let what = format!("rebalance {control}");
+                    client.control_rebalance(control).await.map_err(failed(&what))?
+                }
+            };
+            Ok(match action {
+                RebalanceAction::Status { json: true } => admin_output::rebalance_status_json_text(&status),
+                _ => admin_output::rebalance_status_text(&status),
+            })
+        }
+        AdminCommand::Rebalance(RebalanceArgs { action: None, dry_run: true, .. }) => {
+            let plan = client.plan_rebalance().await.map_err(failed("rebalance plan"))?;
+            Ok(admin_output::plan_text(&plan))
+        }
+        AdminCommand::Rebalance(RebalanceArgs {
+            action: None,
+            dry_run: false,
+            max_in_flight,
+            max_per_node,
+            expected_epoch,
+        }) => {
+            // Without --expected-epoch, commit the plan of the map as it is now;
+            // an empty plan is not committed, so the last plan's record stays.
+            let epoch = match expected_epoch {
+                Some(epoch) => epoch,
+                None => {
+                    let plan = client.plan_rebalance().await.map_err(failed("rebalance plan"))?;
+                    if plan.moves.is_empty() {
+                        return Ok(admin_output::nothing_to_move_text(plan.epoch));
+                    }
+                    plan.epoch
+                }
+            };
+            // 0 asks the nodes for their defaults.
+            let (max_in_flight, max_per_node) = (max_in_flight.unwrap_or(0), max_per_node.unwrap_or(0));
+            let status = client
+                .start_rebalance(epoch, max_in_flight, max_per_node)
+                .await
+                .map_err(failed("rebalance"))?;
+            Ok(match status.moves.is_empty() {
+                true => admin_output::nothing_to_move_text(status.base_epoch),
+                false => admin_output::committed_text(&status),
+            })
+        }
+        AdminCommand::Drain { node } => {
+            let status = client.drain_node(node).await.map_err(failed("drain"))?;
+            Ok(admin_output::drain_text(node, &status))
+        }
+        AdminCommand::RemoveNode { node } => {
+            let removed = client.remove_node(node).await.map_err(failed("remove-node"))?;
+            Ok(admin_output::remove_node_line(node, removed.epoch))
+        }
+        AdminCommand::TransferLeader { shard, node } => {
+            let moved = client.transfer_leader(shard, node).await.map_err(failed("transfer-leader"))?;
+            Ok(admin_output::transfer_leader_line(shard, &moved))
+        }
+        AdminCommand::BalanceLeaders => {
+            let balanced = client.balance_leaders().await.map_err(failed("balance-leaders"))?;
+            Ok(admin_output::balance_leaders_text(&balanced))
+        }
+    }
+}
+
+/// An admin call's error, named after the command: `drain refused: <why>` when
+/// the cluster said no (its reason already says what to do), `drain failed:
+/// <error>` when no answer came.
+fn admin_failure(what: &str, err: Error, addrs: &[String]) -> Failure {
+    let exit = output::exit_status(&err);
+    match err {
+        Error::FailedPrecondition(reason) | Error::AlreadyExists(reason) | Error::NotFound(reason) => {
+            Failure::new(exit, format!("{what} refused: {reason}"))
+        }
+        err => {
+            let failure = Failure::from_client(err, addrs);
+            Failure { message: format!("{what} failed: {}", failure.message), ..failure }
         }
     }
 }

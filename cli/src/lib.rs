@@ -6,9 +6,12 @@
 //! - [`args`]: the clap definition and the parsers of addresses, durations
 //!   (`30s`, `1500ms`, `5m`, `2h`, `1d`, bare milliseconds) and node lists.
 //! - [`commands`]: the client commands (`get`, `put`, `del`, `touch`, `incr`,
-//!   `status`, `cluster init`) run with `ringkv-client`.
+//!   `status`, `cluster init`) and the operator commands under `ringkv admin`
+//!   (add-node, rebalance, drain, remove-node, transfer-leader,
+//!   balance-leaders) run with `ringkv-client`.
 //! - [`output`]: every text `ringkv` prints and every exit status, as pure
-//!   functions (golden-tested in `tests/golden.rs`).
+//!   functions (golden-tested in `tests/golden.rs`); [`rebalance_output`] the
+//!   same for the admin commands: the dry-run plan and a rebalance's progress.
 //! - [`dev`]: `ringkv dev`, a local 3-node cluster plus router as child processes.
 //! - [`router`]: what `ringkv router` runs (a stub until ringkv-router lands).
 //!
@@ -40,12 +43,16 @@
 //!
 //! - `ringkv router` is a stub that exits with an error; `ringkv dev` starts no
 //!   router meanwhile and hands out the node addresses as its endpoint.
-//! - No `admin` commands (add-node, drain, rebalance) yet: they come with
-//!   rebalancing.
+//! - `admin transfer-leader` and `admin balance-leaders` are wired, but the
+//!   nodes answer them `unimplemented` for now (exit status 5).
+//! - `admin rebalance` commits the plan of the map as it is when the command
+//!   runs; `--expected-epoch` (printed by `--dry-run`) pins it to the plan that
+//!   was reviewed.
 //! - Values are taken from the command line only (no stdin, no files).
 
 pub mod args;
 pub mod commands;
 pub mod dev;
 pub mod output;
+pub mod rebalance_output;
 pub mod router;

@@ -6,6 +6,8 @@ use ringkv_client::{Error, PutResult};
 use ringkv_proto::v1::{ClusterStatusResponse, InitClusterResponse, ShardStatus};
 use serde_json::{Value, json};
 
+use crate::rebalance_output::{rebalance_status_json, running_line};
+
 /// Exit status: done (found, written, deleted).
 pub const EXIT_OK: u8 = 0;
 /// Exit status: a negative answer, not an error: key not found, condition failed.
@@ -138,21 +140,38 @@ pub fn init_line(created: &InitClusterResponse) -> String {
     )
 }
 
-/// The cluster status for people: a summary line, the nodes, then one row per
-/// shard. Shard 0 is the meta shard; `-` stands for "no leader known" and for
-/// the numbers only a leader reports. In REPLICAS, `*` marks the leader and `?`
-/// a member whose node did not report on it (down, slow, or not yet created).
+/// The cluster status for people: a summary line (and one on a running
+/// rebalance), the nodes with how many replicas and leaderships each holds
+/// (meta shard included), then one row per shard. Shard 0 is the meta shard;
+/// `-` stands for "no leader known" and for the numbers only a leader reports.
+/// In REPLICAS, `*` marks the leader and `?` a member whose node did not report
+/// on it (down, slow, or not yet created).
 pub fn status_text(status: &ClusterStatusResponse) -> String {
     let mut text = format!(
-        "cluster {}  epoch {}  shards {}  replicas {}\n\n",
+        "cluster {}  epoch {}  shards {}  replicas {}\n",
         status.cluster_id, status.epoch, status.shards, status.replicas
     );
-    let nodes: Vec<[String; 3]> = status
+    if let Some(line) = status.rebalance.as_ref().and_then(running_line) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push('\n');
+    let nodes: Vec<[String; 5]> = status
         .nodes
         .iter()
-        .map(|node| [node.id.to_string(), node.addr.clone(), dash_if_empty(&node.state)])
+        .map(|node| {
+            let hosted = status.shard_status.iter().filter(|shard| shard.replicas.contains(&node.id));
+            let leading = status.shard_status.iter().filter(|shard| shard.leader_id == node.id);
+            [
+                node.id.to_string(),
+                node.addr.clone(),
+                dash_if_empty(&node.state),
+                hosted.count().to_string(),
+                leading.count().to_string(),
+            ]
+        })
         .collect();
-    text.push_str(&table(["NODE", "ADDRESS", "STATE"], &nodes));
+    text.push_str(&table(["NODE", "ADDRESS", "STATE", "REPLICAS", "LEADERS"], &nodes));
     text.push('\n');
     let shards: Vec<[String; 6]> = status.shard_status.iter().map(shard_row).collect();
     text.push_str(&table(["SHARD", "LEADER", "TERM", "APPLIED", "LAG", "REPLICAS"], &shards));
@@ -164,11 +183,16 @@ pub fn status_text(status: &ClusterStatusResponse) -> String {
     text
 }
 
-fn shard_row(shard: &ShardStatus) -> [String; 6] {
-    let name = match shard.shard {
+/// A shard as tables name it: `0 (meta)` for the meta shard.
+pub(crate) fn shard_name(shard: u32) -> String {
+    match shard {
         0 => "0 (meta)".to_string(),
         id => id.to_string(),
-    };
+    }
+}
+
+fn shard_row(shard: &ShardStatus) -> [String; 6] {
+    let name = shard_name(shard.shard);
     let replicas: Vec<String> = shard
         .replicas
         .iter()
@@ -196,12 +220,12 @@ fn shard_row(shard: &ShardStatus) -> [String; 6] {
     }
 }
 
-fn dash_if_empty(text: &str) -> String {
+pub(crate) fn dash_if_empty(text: &str) -> String {
     if text.is_empty() { "-".to_string() } else { text.to_string() }
 }
 
 /// Left-aligned columns two spaces apart, without trailing spaces.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -227,7 +251,9 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
 
 /// The cluster status for programs: one JSON object with the field names of
 /// `Admin.ClusterStatus` (proto/proto/ringkv/v1/admin.proto), so the schema is
-/// documented there. The only difference: "no leader" is `null`, not 0.
+/// documented there. The differences: "no leader" and "no node" are `null`, not
+/// 0, and `rebalance` is `null` when no plan was ever committed (else as
+/// `ringkv admin rebalance status --json` prints it).
 pub fn status_json(status: &ClusterStatusResponse) -> Value {
     let leader = |id: u64| if id == 0 { Value::Null } else { json!(id) };
     json!({
@@ -254,8 +280,11 @@ pub fn status_json(status: &ClusterStatusResponse) -> Value {
                 "last_applied": replica.last_applied,
                 "last_log": replica.last_log,
                 "leader_id": leader(replica.leader_id),
+                "approx_bytes": replica.approx_bytes,
+                "keys": replica.keys,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "rebalance": status.rebalance.as_ref().filter(|plan| plan.has_plan).map(rebalance_status_json),
     })
 }
 

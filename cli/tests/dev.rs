@@ -194,6 +194,63 @@ fn stop_and_check(dev: &mut Dev, children: &[u32]) {
     assert!(!stderr.contains("had to be killed"), "a child did not stop cleanly:\n{stderr}");
 }
 
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The admin commands against the fresh 3-node cluster, through the router:
+/// refusals that change nothing, and a node registered and removed again
+/// without a rebalance (so no data moves and the cluster is as it was).
+fn admin_commands_through_the_router(addr: &str) {
+    let admin = |args: &[&str]| ringkv(addr, &[&["admin"], args].concat());
+    let dry_run = admin(&["rebalance", "--dry-run"]);
+    expect(&dry_run, 0, "rebalance plan for cluster map epoch ", "dry run of a placed cluster");
+    assert!(
+        stdout_of(&dry_run).contains("nothing to move: placement already matches the ring"),
+        "{dry_run:?}"
+    );
+    expect(&admin(&["rebalance"]), 0, "nothing to move", "rebalance of a placed cluster");
+    expect(&admin(&["rebalance", "status"]), 0, "no rebalance has been committed\n", "rebalance status");
+    let pause = admin(&["rebalance", "pause"]);
+    expect(&pause, 4, "", "pause without a plan");
+    // (Through a router the reason may carry a second "failed precondition: ".)
+    let pause_err = stderr_of(&pause);
+    assert!(pause_err.starts_with("error: rebalance pause refused: "), "{pause_err:?}");
+    assert!(pause_err.ends_with("no rebalance is running\n"), "{pause_err:?}");
+    let drain = admin(&["drain", "2"]);
+    expect(&drain, 4, "", "drain below the replication factor");
+    let drain_err = stderr_of(&drain);
+    assert!(drain_err.starts_with("error: drain refused: "), "{drain_err:?}");
+    assert!(
+        drain_err.contains("cannot drain node 2: the 2 other node(s) cannot hold 3 replicas"),
+        "{drain_err:?}"
+    );
+
+    // Nothing listens there: node 4 is only registered, never given replicas.
+    let nowhere = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    expect(&admin(&["add-node", "4", &nowhere]), 0, "OK node 4 registered as joining", "add-node");
+    let status = ringkv(addr, &["status"]);
+    let row = ["4", nowhere.as_str(), "joining", "0", "0"];
+    let listed = stdout_of(&status).lines().any(|line| line.split_whitespace().eq(row));
+    assert!(listed, "no row {row:?} (no replicas, no leaders) in {status:?}");
+    let dry_run = admin(&["rebalance", "--dry-run"]);
+    expect(&dry_run, 0, "rebalance plan for cluster map epoch ", "dry run with a joining node");
+    assert!(stdout_of(&dry_run).contains("node 4 joined"), "{dry_run:?}");
+    let removed = admin(&["remove-node", "4"]);
+    expect(&removed, 0, "OK node 4 removed (cluster map epoch ", "remove-node of a node holding nothing");
+    let unknown = admin(&["remove-node", "4"]);
+    expect(&unknown, 5, "", "remove-node of an unknown node");
+    let unknown_err = stderr_of(&unknown);
+    assert!(unknown_err.starts_with("error: remove-node refused: "), "{unknown_err:?}");
+    assert!(unknown_err.ends_with("node 4 is not in the cluster map\n"), "{unknown_err:?}");
+    let dry_run = admin(&["rebalance", "--dry-run"]);
+    assert!(stdout_of(&dry_run).contains("nothing to move"), "{dry_run:?}");
+}
+
 #[test]
 fn dev_runs_a_cluster_stops_on_sigint_and_reuses_its_data() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -225,6 +282,10 @@ fn dev_runs_a_cluster_stops_on_sigint_and_reuses_its_data() {
     assert_eq!(json["cluster_id"], id.as_str());
     assert_eq!(json["nodes"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["shard_status"].as_array().map(Vec::len), Some(33), "the meta shard and 32 data shards");
+    assert_eq!(json["rebalance"], serde_json::Value::Null, "no rebalance was ever committed");
+    assert!(json["shard_status"][0]["replica_status"][0]["approx_bytes"].is_u64(), "{json}");
+
+    admin_commands_through_the_router(&addr);
 
     let children = children_of(dev.child.id());
     let expected = if ringkv_cli::router::AVAILABLE { 4 } else { 3 };

@@ -1,5 +1,6 @@
-//! Golden tests of everything `ringkv` prints for status and errors: a fixed
-//! input is rendered and compared byte for byte with a file in `tests/golden/`.
+//! Golden tests of everything `ringkv` prints for status, rebalancing and
+//! errors: a fixed input is rendered and compared byte for byte with a file in
+//! `tests/golden/`.
 //! A change in output format shows up as a diff of that file.
 //!
 //! To accept new output: `RINGKV_BLESS=1 cargo test -p ringkv-cli --test golden`,
@@ -8,8 +9,14 @@
 use std::path::PathBuf;
 
 use ringkv_cli::output::{Failure, status_json, status_json_text, status_text};
+use ringkv_cli::rebalance_output::{
+    plan_text, rebalance_status_json, rebalance_status_json_text, rebalance_status_text,
+};
 use ringkv_client::Error;
-use ringkv_proto::v1::{ClusterStatusResponse, NodeAddress, ReplicaStatus, ShardStatus};
+use ringkv_proto::v1::{
+    ClusterStatusResponse, NodeAddress, NodePlanTotals, PlanRebalanceResponse, RebalanceMove,
+    RebalanceStatusResponse, ReplicaStatus, ShardStatus,
+};
 
 fn check_golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
@@ -131,10 +138,174 @@ fn status_as_json() {
     assert_eq!(parsed["nodes"][2]["state"], "draining");
 }
 
+/// The same cluster while node 4 joins: registered, no replicas yet, and a
+/// rebalance running.
+fn rebalancing_fixture() -> ClusterStatusResponse {
+    let mut status = fixture();
+    status.epoch = 8;
+    status.nodes.push(NodeAddress { id: 4, addr: "10.0.0.4:7004".into(), state: "joining".into() });
+    status.rebalance = Some(running_plan());
+    status
+}
+
+#[test]
+fn status_while_rebalancing() {
+    check_golden("status-rebalancing.txt", &status_text(&rebalancing_fixture()));
+    let json = status_json(&rebalancing_fixture());
+    assert_eq!(json["rebalance"], rebalance_status_json(&running_plan()));
+    assert_eq!(json["nodes"][3]["state"], "joining");
+    // A plan that ended is not a line of `ringkv status`; never one is null in JSON.
+    let mut done = rebalancing_fixture();
+    done.rebalance.as_mut().expect("fixture has a plan").state = "done".into();
+    assert!(!status_text(&done).contains("rebalance"));
+    assert_eq!(status_json(&fixture())["rebalance"], serde_json::Value::Null);
+    let never = ClusterStatusResponse { rebalance: Some(RebalanceStatusResponse::default()), ..fixture() };
+    assert_eq!(status_json(&never)["rebalance"], serde_json::Value::Null);
+}
+
 #[test]
 fn empty_status() {
     let empty = ClusterStatusResponse::default();
     check_golden("status-empty.txt", &status_text(&empty));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rebalance_move(
+    shard: u32,
+    from: u64,
+    to: u64,
+    reason: &str,
+    step: &str,
+    attempts: u32,
+    last_error: &str,
+    bytes: u64,
+) -> RebalanceMove {
+    RebalanceMove {
+        shard,
+        from,
+        to,
+        reason: reason.into(),
+        step: step.into(),
+        attempts,
+        last_error: last_error.into(),
+        bytes,
+    }
+}
+
+/// Nodes 4 and 5 joined and node 3 drains: moves onto the new nodes, one that
+/// only adds a replica (from = 0), one that only removes one (to = 0), listed
+/// out of order to show that the output sorts them.
+fn plan_fixture() -> PlanRebalanceResponse {
+    let planned = |shard, from, to, reason: &str, bytes| {
+        rebalance_move(shard, from, to, reason, "pending", 0, "", bytes)
+    };
+    let totals = |node, state: &str, replicas_before, replicas_after, leaders_before| NodePlanTotals {
+        node,
+        state: state.into(),
+        replicas_before,
+        replicas_after,
+        leaders_before,
+    };
+    let moves = vec![
+        planned(5, 3, 5, "node 3 is draining", 2_411_724),
+        planned(1, 1, 4, "node 4 joined", 1_258_291),
+        planned(0, 3, 4, "node 3 is draining", 12_288),
+        planned(12, 2, 0, "shard over-replicated", 0),
+        planned(2, 3, 4, "node 3 is draining", 838_860),
+        planned(2, 0, 5, "shard under-replicated", 838_860),
+        planned(17, 1, 5, "node 5 joined", 700),
+    ];
+    PlanRebalanceResponse {
+        epoch: 12,
+        bytes_to_copy: moves.iter().map(|m| m.bytes).sum(),
+        moves,
+        totals: vec![
+            totals(3, "draining", 3, 0, 1),
+            totals(1, "active", 12, 10, 5),
+            totals(2, "active", 11, 10, 3),
+            totals(4, "joining", 0, 3, 0),
+            totals(5, "joining", 0, 3, 0),
+        ],
+    }
+}
+
+#[test]
+fn rebalance_dry_run() {
+    check_golden("rebalance-plan.txt", &plan_text(&plan_fixture()));
+    let nothing = PlanRebalanceResponse { epoch: 12, ..Default::default() };
+    check_golden("rebalance-plan-empty.txt", &plan_text(&nothing));
+}
+
+/// A plan underway: two moves done, two in flight, three left of which one
+/// keeps failing.
+fn running_plan() -> RebalanceStatusResponse {
+    let moves = vec![
+        rebalance_move(0, 3, 4, "node 3 is draining", "done", 0, "", 12_288),
+        rebalance_move(1, 1, 4, "node 4 joined", "done", 1, "", 1_258_291),
+        rebalance_move(5, 3, 5, "node 3 is draining", "learner added", 0, "", 2_411_724),
+        rebalance_move(2, 3, 4, "node 3 is draining", "membership changed", 0, "", 838_860),
+        rebalance_move(
+            2,
+            0,
+            5,
+            "shard under-replicated",
+            "pending",
+            3,
+            "unavailable: node 5 did not answer: deadline exceeded",
+            0,
+        ),
+        rebalance_move(12, 2, 0, "shard over-replicated", "pending", 0, "", 0),
+        rebalance_move(17, 1, 5, "node 5 joined", "pending", 0, "", 0),
+    ];
+    RebalanceStatusResponse {
+        has_plan: true,
+        state: "running".into(),
+        base_epoch: 12,
+        bytes_copied: moves.iter().map(|m| m.bytes).sum(),
+        moves,
+        done: 2,
+        in_flight: 2,
+        left: 3,
+        eta_ms: 142_000,
+        elapsed_ms: 95_000,
+        max_in_flight: 4,
+        max_per_node: 2,
+    }
+}
+
+/// The progress of a plan in each state, as `rebalance status`, `pause`,
+/// `resume` and `abort` print it.
+#[test]
+fn rebalance_status() {
+    let running = running_plan();
+    let with_state =
+        |state: &str, eta_ms| RebalanceStatusResponse { state: state.into(), eta_ms, ..running_plan() };
+    let mut done = with_state("done", 0);
+    for m in &mut done.moves {
+        m.step = "done".into();
+    }
+    (done.done, done.in_flight, done.left, done.elapsed_ms) = (7, 0, 0, 3_725_000);
+    let cases = [
+        ("running", running.clone()),
+        ("running, no move finished yet", RebalanceStatusResponse { eta_ms: 0, ..running.clone() }),
+        ("paused", with_state("paused", 0)),
+        ("aborted", with_state("aborted", 0)),
+        ("done", done),
+        ("no plan", RebalanceStatusResponse::default()),
+    ];
+    let mut text = String::new();
+    for (name, status) in cases {
+        text.push_str(&format!("## {name}\n{}\n", rebalance_status_text(&status)));
+    }
+    check_golden("rebalance-status.txt", &text);
+
+    let json = rebalance_status_json_text(&running);
+    check_golden("rebalance-status.json", &json);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(parsed, rebalance_status_json(&running));
+    assert_eq!(parsed["moves"][4]["from"], serde_json::Value::Null);
+    assert_eq!(parsed["moves"][5]["to"], serde_json::Value::Null);
+    assert_eq!(parsed["moves"][4]["attempts"], 3);
 }
 
 /// Every kind of client error as the CLI prints it, with its exit status.

@@ -13,7 +13,7 @@
 //!   functions (golden-tested in `tests/golden.rs`); [`rebalance_output`] the
 //!   same for the admin commands: the dry-run plan and a rebalance's progress.
 //! - [`dev`]: `ringkv dev`, a local 3-node cluster plus router as child processes.
-//! - [`router`]: what `ringkv router` runs (a stub until ringkv-router lands).
+//! - [`router`]: what `ringkv router` runs (the `ringkv-router` command line).
 //!
 //! ## One binary, many roles
 //!
@@ -41,10 +41,9 @@
 //!
 //! ## Caveats / not done yet
 //!
-//! - `ringkv router` is a stub that exits with an error; `ringkv dev` starts no
-//!   router meanwhile and hands out the node addresses as its endpoint.
-//! - `admin transfer-leader` and `admin balance-leaders` are wired, but the
-//!   nodes answer them `unimplemented` for now (exit status 5).
+//! - `router::AVAILABLE` and the branches on it in `dev` date from before the
+//!   router existed; they are always taken now and can go.
+//! - `admin drain` runs at the default move limits (the request has none).
 //! - `admin rebalance` commits the plan of the map as it is when the command
 //!   runs; `--expected-epoch` (printed by `--dry-run`) pins it to the plan that
 //!   was reviewed.

@@ -1,7 +1,7 @@
 //! The placement driver: executes the committed rebalance plan, on whichever
 //! node leads the meta shard (DESIGN §5).
 //!
-//! Every [`POLL`] the driver on the meta leader reads the plan (after confirming
+//! Every 200 ms (`POLL`) the driver on the meta leader reads the plan (after confirming
 //! leadership) and starts moves that are not done, up to the plan's limits
 //! (cluster-wide and per node) and one per shard (openraft allows one membership
 //! change in flight per group). A move runs as its own task, step by step:

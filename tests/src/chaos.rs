@@ -348,7 +348,8 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
 /// Waits (bounded) for a running rebalance plan to finish; returns what went
 /// wrong, if anything: a plan that does not finish once faults stop is a bug.
 async fn finish_rebalance(router: &str) -> Option<String> {
-    let opts = ringkv_client::ClientOptions { routing: ringkv_client::Routing::ViaSeeds, ..Default::default() };
+    let opts =
+        ringkv_client::ClientOptions { routing: ringkv_client::Routing::ViaSeeds, ..Default::default() };
     let client = ringkv_client::Client::connect(vec![router.to_string()], opts).expect("admin client");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -196,7 +196,9 @@ impl Nemesis {
     /// cluster does not answer. Returns the node it acted on.
     async fn change_membership(&mut self, cluster: &mut Cluster) -> (Vec<u64>, String) {
         let nothing = |why: &str| (Vec::new(), why.to_string());
-        let Some(router) = cluster.routers.first().map(|r| r.addr.clone()) else { return nothing("no router") };
+        let Some(router) = cluster.routers.first().map(|r| r.addr.clone()) else {
+            return nothing("no router");
+        };
         let opts = ringkv_client::ClientOptions {
             routing: ringkv_client::Routing::ViaSeeds,
             request_timeout: Duration::from_secs(5),
@@ -206,7 +208,11 @@ impl Nemesis {
             return nothing("no client");
         };
         let Ok(status) = client.cluster_status().await else { return nothing("skipped: no cluster status") };
-        if status.rebalance.as_ref().is_some_and(|r| r.has_plan && (r.state == "running" || r.state == "paused")) {
+        if status
+            .rebalance
+            .as_ref()
+            .is_some_and(|r| r.has_plan && (r.state == "running" || r.state == "paused"))
+        {
             return nothing("skipped: a plan is running");
         }
         let holds = |id: u64| status.shard_status.iter().any(|s| s.replicas.contains(&id));
@@ -247,7 +253,9 @@ impl Nemesis {
                 .choose(&mut self.rng)
                 .expect("active nodes");
             return match client.drain_node(victim).await {
-                Ok(started) => (vec![victim], format!("draining node {victim}, {} moves", started.moves.len())),
+                Ok(started) => {
+                    (vec![victim], format!("draining node {victim}, {} moves", started.moves.len()))
+                }
                 Err(e) => (vec![victim], format!("drain node {victim} refused: {e}")),
             };
         }

@@ -162,15 +162,7 @@ impl Admin for AdminService {
             let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_STATUS_WAIT);
             wait_for_epoch_above(&meta, req.wait_for_epoch_above, wait).await;
         }
-        let (map, plan) = {
-            let state = meta.state.read().expect("shard state lock poisoned");
-            let map = state
-                .kv
-                .cluster_map()
-                .cloned()
-                .ok_or_else(|| Error::Unavailable("the cluster map is not installed yet".into()))?;
-            (map, state.kv.rebalance().cloned())
-        };
+        let (map, plan) = cluster_admin::read_meta(&meta)?;
         Ok(Response::new(status_of(&map, plan.as_ref()).await))
     }
 

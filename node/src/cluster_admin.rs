@@ -30,6 +30,12 @@ const UPDATE_ATTEMPTS: usize = 8;
 /// The map and plan, read after confirming leadership of the meta shard.
 pub async fn meta_state(meta: &Shard) -> Result<(ClusterMap, Option<Plan>), Error> {
     meta.reader.confirm().await?;
+    read_meta(meta)
+}
+
+/// The map and plan as this meta replica has applied them (no confirmation:
+/// callers confirm leadership first).
+pub fn read_meta(meta: &Shard) -> Result<(ClusterMap, Option<Plan>), Error> {
     let state = meta.state.read().expect("shard state lock poisoned");
     let map = state
         .kv

@@ -16,7 +16,8 @@ use tonic::Code;
 
 use crate::{KvReply, KvRequest, send};
 
-fn put(key: &str, value: &str) -> KvRequest {
+/// A plain put of `key = value`.
+pub fn put(key: &str, value: &str) -> KvRequest {
     KvRequest::Put(PutRequest {
         key: Bytes::from(key.to_string()),
         value: Bytes::from(value.to_string()),
@@ -24,7 +25,8 @@ fn put(key: &str, value: &str) -> KvRequest {
     })
 }
 
-fn get(key: &str) -> KvRequest {
+/// A linearizable get of `key`.
+pub fn get(key: &str) -> KvRequest {
     KvRequest::Get(GetRequest { key: Bytes::from(key.to_string()), consistency: 0 })
 }
 

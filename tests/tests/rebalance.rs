@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringkv_client::{Client, ClientOptions, Routing};
-use ringkv_proto::v1::{ClusterStatusResponse, RebalanceStatusResponse};
+use ringkv_proto::v1::ClusterStatusResponse;
 use ringkv_tests::Cluster;
 use ringkv_tests::workload::{Outcomes, assert_only_retryable, check_acked, start_workload};
 use tokio::sync::Mutex;
@@ -18,22 +18,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn admin(router: &str) -> Client {
     let opts = ClientOptions { routing: Routing::ViaSeeds, ..ClientOptions::default() };
     Client::connect(vec![router.to_string()], opts).expect("client")
-}
-
-/// Waits until the running plan is done; panics with its state on timeout or
-/// if it is aborted.
-async fn wait_plan_done(client: &Client, cluster: &Cluster) -> RebalanceStatusResponse {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let status = client.rebalance_status().await.expect("rebalance status");
-        match status.state.as_str() {
-            "done" => return status,
-            "running" => {}
-            other => panic!("plan {other}: {status:?}"),
-        }
-        assert!(Instant::now() < deadline, "plan not done in {TIMEOUT:?}: {status:#?}\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the map (through the router) satisfies `ok`.
@@ -268,7 +252,7 @@ async fn a_new_meta_leader_finishes_an_interrupted_plan() {
     wait_mid_plan(&client).await;
     let meta_leader = cluster.wait_for_leaders(SHARDS, TIMEOUT).await[&0];
     cluster.node(meta_leader).kill();
-    wait_plan_done_allowing_errors(&client, &cluster).await;
+    wait_plan_done(&client, &cluster).await;
     cluster.node(meta_leader).start().await;
     assert_placed(&client).await;
     assert_seed_data(&client).await;
@@ -317,15 +301,15 @@ async fn killing_a_moves_target_delays_it_without_losing_a_quorum() {
             .expect("write while a target is down");
     }
     cluster.node(target).start().await;
-    wait_plan_done_allowing_errors(&client, &cluster).await;
+    wait_plan_done(&client, &cluster).await;
     assert_placed(&client).await;
     assert_seed_data(&client).await;
     wait_hosts_what_the_map_says(&client, &cluster, target).await;
 }
 
-/// Like [`wait_plan_done`], but status calls may fail for a while (the meta
-/// leader was killed).
-async fn wait_plan_done_allowing_errors(client: &Client, cluster: &Cluster) {
+/// Waits until the running plan is done; panics with its state on timeout or if
+/// it ends otherwise. Status calls may fail for a while (a meta leader killed).
+async fn wait_plan_done(client: &Client, cluster: &Cluster) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let last = client.rebalance_status().await;

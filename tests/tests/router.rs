@@ -7,27 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ringkv_core::placement::shard_for_key;
-use ringkv_proto::v1::{GetRequest, PutRequest};
-use ringkv_tests::workload::{Outcomes, assert_only_retryable, check_acked, start_workload};
-use ringkv_tests::{Cluster, KvReply, KvRequest, send};
+use ringkv_tests::workload::{Outcomes, assert_only_retryable, check_acked, get, put, start_workload};
+use ringkv_tests::{Cluster, KvReply, send};
 use tokio::sync::Mutex;
 
 const SHARDS: u32 = 8;
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn put(key: &str, value: &str) -> KvRequest {
-    KvRequest::Put(PutRequest {
-        key: Bytes::from(key.to_string()),
-        value: Bytes::from(value.to_string()),
-        ..Default::default()
-    })
-}
-
-fn get(key: &str) -> KvRequest {
-    KvRequest::Get(GetRequest { key: Bytes::from(key.to_string()), consistency: 0 })
-}
 
 /// Waits until a put through `router` succeeds (the router has learned the map).
 async fn wait_router_ready(router: &str) {

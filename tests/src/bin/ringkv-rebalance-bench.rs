@@ -1,0 +1,151 @@
+//! `ringkv-rebalance-bench`: what moving a shard costs (see
+//! `scripts/rebalance-bench.sh`). Loads one data shard with `--keys` keys on
+//! three nodes, measures a closed-loop write workload through the router, then
+//! adds a fourth node and drains the third while the same workload runs, and
+//! prints how long the plan took, how many bytes it copied, and the client
+//! latencies before and during it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ringkv_client::{Client, ClientOptions, Routing};
+use ringkv_tests::Cluster;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Keys in the shard that moves.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Concurrent writers of the measured workload.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// How long the workload is measured before the rebalance.
+    #[arg(long, default_value_t = 10)]
+    baseline_secs: u64,
+}
+
+fn client(router: &str) -> Client {
+    let opts = ClientOptions { routing: Routing::ViaSeeds, ..ClientOptions::default() };
+    Client::connect(vec![router.to_string()], opts).expect("client")
+}
+
+/// Latencies of the writes completed while `run` was set, and the errors.
+async fn workload(
+    router: String,
+    clients: usize,
+    keys: usize,
+    value: String,
+    run: Arc<AtomicBool>,
+) -> (Vec<Duration>, usize) {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, value, run) = (client(&router), value.clone(), run.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut errors, mut i) = (Vec::new(), 0usize, c);
+                while run.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match client.put(format!("key-{}", i % keys), value.clone(), Default::default()).await {
+                        Ok(_) => latencies.push(started.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                    i += clients;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, e) = task.await.expect("writer");
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort();
+    (all, errors)
+}
+
+fn summary(name: &str, latencies: &[Duration], errors: usize, elapsed: Duration) {
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+    };
+    println!(
+        "{name:8} {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}  errors {errors}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50).copied().unwrap_or_default(),
+        pct(0.99).copied().unwrap_or_default(),
+        latencies.last().copied().unwrap_or_default(),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let mut cluster = Cluster::start(3, &[]).await;
+    cluster.init(1, 3).await.expect("init");
+    cluster.wait_for_leaders(1, Duration::from_secs(30)).await;
+    let index = cluster.start_router().await;
+    let router = cluster.routers[index].addr.clone();
+    let value = "v".repeat(args.value_bytes);
+
+    // Load.
+    let loading = Instant::now();
+    let loaders: Vec<_> = (0..64)
+        .map(|l| {
+            let (client, value, keys) = (client(&router), value.clone(), args.keys);
+            tokio::spawn(async move {
+                for i in (l..keys).step_by(64) {
+                    client.put(format!("key-{i}"), value.clone(), Default::default()).await.expect("load");
+                }
+            })
+        })
+        .collect();
+    for loader in loaders {
+        loader.await.expect("loader");
+    }
+    println!("loaded {} keys of {} B in {:.1?}", args.keys, args.value_bytes, loading.elapsed());
+
+    // Before.
+    let run = Arc::new(AtomicBool::new(true));
+    let started = Instant::now();
+    let before = tokio::spawn(workload(router.clone(), args.clients, args.keys, value.clone(), run.clone()));
+    tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
+    run.store(false, Ordering::Relaxed);
+    let (latencies, errors) = before.await.expect("workload");
+    summary("before", &latencies, errors, started.elapsed());
+
+    // During: a fourth node joins, the third drains; the data shard moves 3 -> 4.
+    let admin = client(&router);
+    let four = cluster.add_node(&router, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin.cluster_status().await.is_ok_and(|s| s.nodes.iter().any(|n| n.id == four)) {
+        assert!(Instant::now() < deadline, "node {four} never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = Arc::new(AtomicBool::new(true));
+    let during = tokio::spawn(workload(router.clone(), args.clients, args.keys, value.clone(), run.clone()));
+    let started = Instant::now();
+    let drained = admin.drain_node(3).await.expect("drain node 3");
+    let status = loop {
+        let status = admin.rebalance_status().await.expect("status");
+        if status.state != "running" {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    run.store(false, Ordering::Relaxed);
+    let (latencies, errors) = during.await.expect("workload");
+    summary("during", &latencies, errors, took);
+    println!(
+        "rebalance {}: {} moves (data shard and meta shard) in {took:.2?}, {} bytes copied ({:.1} MiB/s)",
+        status.state,
+        drained.moves.len(),
+        status.bytes_copied,
+        status.bytes_copied as f64 / (1 << 20) as f64 / took.as_secs_f64()
+    );
+}

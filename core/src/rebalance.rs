@@ -109,9 +109,12 @@ impl Move {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlanState {
     Running,
-    /// No new moves start; moves in flight finish their current step.
+    /// Moves stop where they are (at a step boundary or mid-step: every step
+    /// is safe to re-run) and continue from their last recorded step on resume.
     Paused,
-    /// Stopped by the operator; moves not started are dropped.
+    /// Stopped by the operator: moves stop where they are, and what unfinished
+    /// moves may have left behind (a replica on the target, an old replica
+    /// already out of its group) goes on the cleanup list.
     Aborted,
     /// Every move is done.
     Done,
@@ -157,9 +160,20 @@ pub struct Plan {
     pub started_ms: u64,
     /// Balance leaders once every move is done.
     pub balance_leaders: bool,
-    /// Replicas that left their group but could not be deleted yet (their node
-    /// was down): (shard, node). The driver keeps trying; the plan does not wait.
-    pub cleanup: Vec<(ShardId, NodeId)>,
+    /// Replicas to delete when their node answers: old replicas whose node was
+    /// down when their move finished, and what an abort left behind. Carried
+    /// into later plans; the driver deletes one only once the shard's leader
+    /// confirms it is no voter (dropping it as a learner first).
+    pub cleanup: Vec<Cleanup>,
+}
+
+/// A replica to delete later (its node's address is kept: the node may have
+/// left the map by the time it comes back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleanup {
+    pub shard: ShardId,
+    pub node: NodeId,
+    pub addr: String,
 }
 
 /// Progress counts of a plan.
@@ -172,9 +186,10 @@ pub struct Progress {
 }
 
 impl Plan {
-    /// A plan over `moves`, computed against `base_epoch`.
+    /// A plan over `moves`, computed against `base_epoch`. Running even when
+    /// empty: the driver then balances leaders and marks it done.
     pub fn new(base_epoch: Epoch, moves: Vec<Move>, limits: MoveLimits, started_ms: u64) -> Plan {
-        let state = if moves.is_empty() { PlanState::Done } else { PlanState::Running };
+        let state = PlanState::Running;
         Plan {
             revision: 1,
             base_epoch,
@@ -203,6 +218,39 @@ impl Plan {
     /// Whether the plan still has work that could run.
     pub fn is_active(&self) -> bool {
         matches!(self.state, PlanState::Running | PlanState::Paused)
+    }
+
+    /// Adds a replica to delete later (once).
+    pub fn defer_cleanup(&mut self, shard: ShardId, node: NodeId, addr: &str) {
+        if !self.cleanup.iter().any(|c| c.shard == shard && c.node == node) {
+            self.cleanup.push(Cleanup { shard, node, addr: addr.to_string() });
+        }
+    }
+
+    /// Stops the plan, turning what its unfinished moves may have left behind
+    /// into cleanups: a replica created or added as learner on `to` (not yet a
+    /// voter), or an old replica already out of its group. `addr` gives node
+    /// addresses.
+    pub fn abort(&mut self, addr: impl Fn(NodeId) -> Option<String>) {
+        self.state = PlanState::Aborted;
+        let unfinished: Vec<Move> = self.moves.iter().filter(|m| m.step != MoveStep::Done).cloned().collect();
+        for m in unfinished {
+            let leftover = match m.step {
+                MoveStep::MembershipChanged => m.from,
+                _ => m.to,
+            };
+            if let Some((node, addr)) = leftover.and_then(|n| addr(n).map(|a| (n, a))) {
+                self.defer_cleanup(m.shard, node, &addr);
+            }
+        }
+    }
+
+    /// Whether the plan names `node` in a move not done yet, or still has a
+    /// replica of it to delete.
+    pub fn involves(&self, node: NodeId) -> bool {
+        self.cleanup.iter().any(|c| c.node == node)
+            || (self.is_active()
+                && self.moves.iter().any(|m| m.step != MoveStep::Done && m.nodes().any(|n| n == node)))
     }
 }
 

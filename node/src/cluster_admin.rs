@@ -53,9 +53,16 @@ pub async fn propose_map(meta: &Shard, expected: Epoch, map: ClusterMap) -> Resu
     }
 }
 
-/// Proposes `plan` if the current revision is `expected`; false if it was not.
-pub async fn propose_plan(meta: &Shard, expected: u64, plan: Plan) -> Result<bool, Error> {
-    match meta.proposer.propose(Op::SetPlan { expected_revision: expected, plan }).await? {
+/// Proposes `plan` if the current revision is `expected` (and the map epoch is
+/// `epoch`, if given); false if not.
+pub async fn propose_plan(
+    meta: &Shard,
+    expected: u64,
+    epoch: Option<u64>,
+    plan: Plan,
+) -> Result<bool, Error> {
+    let op = Op::SetPlan { expected_revision: expected, expected_epoch: epoch, plan };
+    match meta.proposer.propose(op).await? {
         OpResult::SetPlan { succeeded, .. } => Ok(succeeded),
         other => Err(Error::Internal(format!("unexpected result {other:?}"))),
     }
@@ -79,6 +86,7 @@ where
 }
 
 /// Applies `change` to the current plan and proposes it, as [`update_map`].
+/// The plan is installed only if the map is still the one `change` saw.
 pub async fn update_plan<F>(meta: &Shard, mut change: F) -> Result<Plan, Error>
 where
     F: FnMut(Option<&Plan>, &ClusterMap) -> Result<Plan, Error>,
@@ -88,7 +96,7 @@ where
         let expected = current.as_ref().map_or(0, |p| p.revision);
         let mut next = change(current.as_ref(), &map)?;
         next.revision = expected + 1;
-        if propose_plan(meta, expected, next.clone()).await? {
+        if propose_plan(meta, expected, Some(map.epoch), next.clone()).await? {
             return Ok(next);
         }
     }
@@ -183,16 +191,19 @@ pub async fn start_rebalance(
                 map.epoch
             )));
         }
-        new_plan(map, limits)
+        new_plan(map, limits, current)
     })
     .await?;
     tracing::info!(moves = plan.moves.len(), epoch = plan.base_epoch, "rebalance committed");
     Ok(status_response(Some(&plan)))
 }
 
-fn new_plan(map: &ClusterMap, limits: MoveLimits) -> Result<Plan, Error> {
+/// A plan for `map`, keeping the replicas the previous plan still has to delete.
+fn new_plan(map: &ClusterMap, limits: MoveLimits, previous: Option<&Plan>) -> Result<Plan, Error> {
     let moves = rebalance::plan(map, META_REPLICAS).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-    Ok(Plan::new(map.epoch, moves, limits, unix_now_ms()))
+    let mut plan = Plan::new(map.epoch, moves, limits, unix_now_ms());
+    plan.cleanup = previous.map(|p| p.cleanup.clone()).unwrap_or_default();
+    Ok(plan)
 }
 
 /// Pause, resume or abort the running plan.
@@ -207,12 +218,16 @@ pub async fn control_rebalance(meta: &Shard, action: &str) -> Result<RebalanceSt
             )));
         }
     };
-    let plan = update_plan(meta, |current, _| {
+    let plan = update_plan(meta, |current, map| {
         let Some(p) = current.filter(|p| p.is_active()) else {
             return Err(Error::FailedPrecondition("no rebalance is running".into()));
         };
         let mut next = p.clone();
-        next.state = next_state;
+        if next_state == PlanState::Aborted {
+            next.abort(|node| map.addr(node).map(str::to_string));
+        } else {
+            next.state = next_state;
+        }
         Ok(next)
     })
     .await?;
@@ -257,6 +272,21 @@ pub async fn drain_node(
 /// Removes `node` from the map; refused while it holds replicas or when the
 /// rest could not hold every replica.
 pub async fn remove_node(meta: &Shard, node: NodeId) -> Result<Epoch, Error> {
+    // A plan commit racing this removal fails on the epoch this bumps.
+    let (_, plan) = meta_state(meta).await?;
+    if let Some(plan) = plan.filter(|p| p.involves(node)) {
+        return Err(Error::FailedPrecondition(if plan.is_active() {
+            format!(
+                "the {} rebalance still moves replicas to or from node {node}: wait for it or abort it",
+                plan.state
+            )
+        } else {
+            format!(
+                "node {node} still has replicas to delete (it was down when they moved): start it so they can be \
+                 deleted, then remove it"
+            )
+        }));
+    }
     let map = update_map(meta, |map| {
         if !map.nodes.contains_key(&node) {
             return Err(Error::NotFound(format!("node {node} is not in the cluster map")));

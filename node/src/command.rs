@@ -58,8 +58,9 @@ pub enum Op {
     /// (`None` = only if no map is installed yet) and the new epoch is greater.
     SetClusterMap { expected_epoch: Option<u64>, map: ClusterMap },
     /// Meta shard only: install a rebalance plan, if the current one's revision
-    /// is `expected_revision` (0 = none yet) and the new revision is greater.
-    SetPlan { expected_revision: u64, plan: Plan },
+    /// is `expected_revision` (0 = none yet), the new revision is greater, and
+    /// (when given) the cluster map is still at `expected_epoch`.
+    SetPlan { expected_revision: u64, expected_epoch: Option<u64>, plan: Plan },
 }
 
 /// The result of one [`Op`], in the same position.

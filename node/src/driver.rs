@@ -28,19 +28,23 @@
 //! already, and the driver deletes it once its node answers, one at a time,
 //! without holding up the plan.
 //!
+//! Only the meta leader drives: a driver that loses meta leadership, or sees
+//! the plan paused or ended, stops its move tasks at once (steps are safe to
+//! re-run), so two drivers never work on one shard for long. Recorded steps only
+//! move forward.
+//!
 //! ## Caveats / not done yet
-//! - An aborted plan leaves a move's learner in place if it was aborted between
-//!   steps 1 and 2 (it holds a copy, not a vote); the next plan reuses or removes
-//!   it.
 //! - A target that stays dead fails its move forever (retried with backoff);
-//!   abort the plan and drain the dead node.
+//!   abort the plan (its leftovers are cleaned up) and drain the dead node.
+//! - No fencing token on the node-to-node calls: a driver that lost leadership
+//!   but has not noticed yet (up to one poll) may still send one step.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use ringkv_core::rebalance::{self, Move, MoveStep, Plan, PlanState};
+use ringkv_core::rebalance::{self, Cleanup, Move, MoveStep, Plan, PlanState};
 use ringkv_core::{ClusterMap, META_SHARD, NodeId, NodeState, ShardId};
 use ringkv_proto::v1::{
     ChangeMembershipRequest, ChangeMembershipResponse, CreateReplicaRequest, ErrorDetail, NodeAddress,
@@ -65,22 +69,45 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(10);
 
+/// A move's identity within a plan.
+type MoveKey = (ShardId, Option<NodeId>, Option<NodeId>);
+
+fn key(m: &Move) -> MoveKey {
+    (m.shard, m.from, m.to)
+}
+
+/// Move tasks running, by shard (one per shard at a time).
+type Running = HashMap<ShardId, (MoveKey, tokio::task::JoinHandle<()>)>;
+
 /// Runs the driver of `node` until the process ends.
 pub async fn run(node: Arc<Node>) {
-    let mut running: HashMap<ShardId, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut running: Running = HashMap::new();
     let mut cleanup: Option<tokio::task::JoinHandle<()>> = None;
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        running.retain(|_, task| !task.is_finished());
-        let Some(meta) = node.shard(META_SHARD).filter(|m| m.is_leader()) else { continue };
-        let Ok((map, Some(plan))) = meta_state(&meta).await else { continue };
-        if let Some(&(shard, node)) = plan.cleanup.first()
+        running.retain(|_, (_, task)| !task.is_finished());
+        let state = match node.shard(META_SHARD).filter(|m| m.is_leader()) {
+            Some(meta) => meta_state(&meta).await.ok().map(|(map, plan)| (meta, map, plan)),
+            None => None,
+        };
+        let Some((meta, map, Some(plan))) = state.filter(|(_, _, plan)| plan.is_some()) else {
+            // Not the meta leader (any more): whoever is resumes from the last
+            // recorded steps. Stop, so two drivers never work on one shard.
+            stop_all(&mut running, &mut cleanup);
+            continue;
+        };
+        if plan.state != PlanState::Running {
+            // Paused or ended: moves stop where they are (their steps are safe
+            // to re-run when resumed).
+            stop_all(&mut running, &mut None);
+        }
+        if let Some(entry) = plan.cleanup.first().cloned()
             && cleanup.as_ref().is_none_or(|task| task.is_finished())
         {
             let (meta, map) = (meta.clone(), map.clone());
-            cleanup = Some(tokio::spawn(async move { cleanup_one(&meta, &map, shard, node).await }));
+            cleanup = Some(tokio::spawn(async move { cleanup_one(&meta, &map, entry).await }));
         }
         if plan.state != PlanState::Running {
             continue;
@@ -93,19 +120,29 @@ pub async fn run(node: Arc<Node>) {
         }
         for m in startable(&plan, &running) {
             let (node, meta, map) = (node.clone(), meta.clone(), map.clone());
-            let shard = m.shard;
-            running.insert(shard, tokio::spawn(async move { execute(&node, &meta, &map, m).await }));
+            let (shard, move_key) = (m.shard, key(&m));
+            running
+                .insert(shard, (move_key, tokio::spawn(async move { execute(&node, &meta, &map, m).await })));
         }
     }
 }
 
-/// Moves to start now: not done, their shard idle, not backing off, within the
-/// plan's limits counting the moves already running.
-fn startable(plan: &Plan, running: &HashMap<ShardId, tokio::task::JoinHandle<()>>) -> Vec<Move> {
-    let busy = |m: &Move| running.contains_key(&m.shard);
+fn stop_all(running: &mut Running, cleanup: &mut Option<tokio::task::JoinHandle<()>>) {
+    for (_, (_, task)) in running.drain() {
+        task.abort();
+    }
+    if let Some(task) = cleanup.take() {
+        task.abort();
+    }
+}
+
+/// Moves to start now: not done, their shard idle, within the plan's limits
+/// counting the moves already running.
+fn startable(plan: &Plan, running: &Running) -> Vec<Move> {
     let mut per_node: HashMap<NodeId, u32> = HashMap::new();
     let mut in_flight = 0u32;
-    for m in plan.moves.iter().filter(|m| busy(m) && m.step != MoveStep::Done) {
+    let running_keys: Vec<MoveKey> = running.values().map(|(k, _)| *k).collect();
+    for m in plan.moves.iter().filter(|m| running_keys.contains(&key(m))) {
         in_flight += 1;
         for n in m.nodes() {
             *per_node.entry(n).or_default() += 1;
@@ -115,7 +152,7 @@ fn startable(plan: &Plan, running: &HashMap<ShardId, tokio::task::JoinHandle<()>
     let mut shards: BTreeSet<ShardId> = running.keys().copied().collect();
     // Moves already under way first: they hold an extra replica.
     let mut candidates: Vec<&Move> =
-        plan.moves.iter().filter(|m| m.step != MoveStep::Done && !busy(m)).collect();
+        plan.moves.iter().filter(|m| m.step != MoveStep::Done && !shards.contains(&m.shard)).collect();
     candidates.sort_by_key(|m| std::cmp::Reverse(m.step));
     for m in candidates {
         if in_flight >= plan.limits.max_in_flight.max(1) || shards.contains(&m.shard) {
@@ -150,7 +187,7 @@ async fn execute(node: &Node, meta: &Shard, map: &ClusterMap, mut m: Move) {
                     // `from` is down: its replica is out of the group and is
                     // deleted when it can be, without holding up the plan.
                     tracing::info!(shard = m.shard, from = ?m.from, "old replica unreachable, deleting it later: {e}");
-                    defer_cleanup(meta, &m).await.map(|()| (MoveStep::Done, m.bytes))
+                    defer_cleanup(meta, map, &m).await.map(|()| (MoveStep::Done, m.bytes))
                 }
                 other => other.map(|()| (MoveStep::Done, m.bytes)),
             },
@@ -158,7 +195,8 @@ async fn execute(node: &Node, meta: &Shard, map: &ClusterMap, mut m: Move) {
         };
         match result {
             Ok((step, bytes)) => match record(meta, &m, |rec| {
-                rec.step = step;
+                // Forward only: a slower, stale task never undoes a later step.
+                rec.step = rec.step.max(step);
                 rec.bytes = bytes;
                 rec.last_error = None;
             })
@@ -198,8 +236,8 @@ async fn record(meta: &Shard, m: &Move, change: impl Fn(&mut Move)) -> Result<bo
     update_plan(meta, |current, _| {
         let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
         let mut next = plan.clone();
-        match next.moves.iter_mut().find(|r| (r.shard, r.from, r.to) == (m.shard, m.from, m.to)) {
-            Some(rec) if plan.state == PlanState::Running || plan.state == PlanState::Paused => change(rec),
+        match next.moves.iter_mut().find(|r| key(r) == key(m)) {
+            Some(rec) if plan.state == PlanState::Running => change(rec),
             _ => stopped = true,
         }
         Ok(next)
@@ -236,11 +274,15 @@ async fn add_learner(node: &Node, map: &ClusterMap, m: &Move) -> Result<u64, Err
 
 /// Step 2: voters = current − from + to, then the map says so.
 async fn change_voters(node: &Node, meta: &Shard, map: &ClusterMap, m: &Move) -> Result<(), Error> {
+    if let Some(to) = m.to {
+        let (now, _) = meta_state(meta).await?;
+        node_addr(&now, to)?;
+    }
     let mut current = on_leader(map, m.shard, query(m.shard), STEP_TIMEOUT).await?;
     // Leadership leaves first: a leader that removes itself steps down only
     // after the change, and the shard then waits a whole election.
     if let Some(from) = m.from.filter(|&f| f == current.leader_id)
-        && let Some(&heir) = current.voters.iter().find(|&&v| v != from)
+        && let Some(heir) = caught_up_heir(&current, from)
     {
         // Best effort: if it fails, the leader removes itself and steps down.
         if let Err(e) = leader_transfer::transfer(map, m.shard, from, heir, lease(node)).await {
@@ -269,6 +311,21 @@ async fn change_voters(node: &Node, meta: &Shard, map: &ClusterMap, m: &Move) ->
     })
     .await?;
     Ok(())
+}
+
+/// The voter other than `from` whose log is furthest along, if it is caught up
+/// to within a few entries of the leader's.
+fn caught_up_heir(membership: &ChangeMembershipResponse, from: NodeId) -> Option<NodeId> {
+    let leader_last = membership.matched.get(&from).copied().unwrap_or(0);
+    membership
+        .voters
+        .iter()
+        .copied()
+        .filter(|&v| v != from)
+        .map(|v| (membership.matched.get(&v).copied().unwrap_or(0), v))
+        .max()
+        .filter(|&(matched, _)| matched + 16 >= leader_last)
+        .map(|(_, v)| v)
 }
 
 /// Step 3: `from`'s replica stopped and deleted, once it is surely no member.
@@ -342,44 +399,62 @@ async fn membership_settled(map: &ClusterMap, m: &Move) -> bool {
 }
 
 /// Records `m.from`'s replica of `m.shard` for deletion later.
-async fn defer_cleanup(meta: &Shard, m: &Move) -> Result<(), Error> {
+async fn defer_cleanup(meta: &Shard, map: &ClusterMap, m: &Move) -> Result<(), Error> {
     let Some(from) = m.from else { return Ok(()) };
+    let addr = node_addr(map, from)?;
     update_plan(meta, |current, _| {
         let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
         let mut next = plan.clone();
-        if !next.cleanup.contains(&(m.shard, from)) {
-            next.cleanup.push((m.shard, from));
-        }
+        next.defer_cleanup(m.shard, from, &addr);
         Ok(next)
     })
     .await?;
     Ok(())
 }
 
-/// Tries to delete one deferred replica; drops the entry once deleted, or once
-/// its node left the map.
-async fn cleanup_one(meta: &Shard, map: &ClusterMap, shard: ShardId, node: NodeId) {
-    let done = match map.addr(node) {
-        None => true,
-        Some(addr) => match admin_client(addr) {
-            Ok(mut client) => {
-                let req = timed(RemoveReplicaRequest { target_node: node, shard }, STEP_TIMEOUT);
-                client.remove_replica(req).await.is_ok()
+/// Tries to delete one replica left behind. Never a voter's: if the shard's
+/// leader lists the node as a voter the entry is dropped (it is a member
+/// again); a learner is first dropped from the group. Keeps the entry while
+/// the leader or the node does not answer.
+async fn cleanup_one(meta: &Shard, map: &ClusterMap, entry: Cleanup) {
+    let Cleanup { shard, node, addr } = entry.clone();
+    let done = async {
+        let membership = on_leader(map, shard, query(shard), STEP_TIMEOUT).await?;
+        if membership.voters.contains(&node) {
+            tracing::info!(shard, node, "left-behind replica is a voter again: not deleting it");
+            return Ok::<(), Error>(());
+        }
+        if membership.learners.contains(&node) {
+            let req =
+                ChangeMembershipRequest { shard, add_learner: None, set_voters: membership.voters.clone() };
+            on_leader(map, shard, req, STEP_TIMEOUT).await?;
+        }
+        admin_client(&addr)?
+            .remove_replica(timed(RemoveReplicaRequest { target_node: node, shard }, STEP_TIMEOUT))
+            .await
+            .map_err(|s| {
+                Error::Unavailable(format!("removing shard {shard} from node {node}: {}", s.message()))
+            })?;
+        tracing::info!(shard, node, "deleted a replica left behind by a move");
+        Ok(())
+    }
+    .await;
+    match done {
+        Ok(()) => {
+            let result = update_plan(meta, |current, _| {
+                let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
+                let mut next = plan.clone();
+                next.cleanup.retain(|c| *c != entry);
+                Ok(next)
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(shard, node, "recording a replica cleanup: {e}");
             }
-            Err(_) => false,
-        },
-    };
-    if done {
-        let result = update_plan(meta, |current, _| {
-            let Some(plan) = current else { return Err(Error::FailedPrecondition("no plan".into())) };
-            let mut next = plan.clone();
-            next.cleanup.retain(|&entry| entry != (shard, node));
-            Ok(next)
-        })
-        .await;
-        match result {
-            Ok(_) => tracing::info!(shard, node, "deleted a replica left behind by a move"),
-            Err(e) => tracing::warn!(shard, node, "recording a replica cleanup: {e}"),
+        }
+        Err(e) => {
+            tracing::debug!(shard, node, "left-behind replica not deleted yet: {e}");
+            tokio::time::sleep(RETRY_BACKOFF).await;
         }
     }
 }
@@ -387,12 +462,21 @@ async fn cleanup_one(meta: &Shard, map: &ClusterMap, shard: ShardId, node: NodeI
 /// Marks joining nodes active, balances leaders, and marks the plan done.
 async fn finish(node: &Node, meta: &Shard) -> Result<(), Error> {
     update_map(meta, |map| {
-        if !map.nodes.values().any(|n| n.state == NodeState::Joining) {
+        // Joining nodes that got replicas; one that joined after the plan was
+        // committed waits for the next.
+        let holds = |id: NodeId| map.shards.values().any(|members| members.contains(&id));
+        let joined: Vec<NodeId> = map
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Joining && holds(n.id))
+            .map(|n| n.id)
+            .collect();
+        if joined.is_empty() {
             return Ok(None);
         }
         let mut next = map.clone();
-        for n in next.nodes.values_mut().filter(|n| n.state == NodeState::Joining) {
-            n.state = NodeState::Active;
+        for id in joined {
+            next.nodes.get_mut(&id).expect("listed").state = NodeState::Active;
         }
         Ok(Some(next))
     })

@@ -43,18 +43,17 @@ pub async fn step(shard: &Arc<Shard>, step: Step, hold_ms: u32) -> Result<Leader
     match step {
         Step::Hold => {
             let generation = HOLDS.fetch_add(1, Ordering::Relaxed) + 1;
-            shard.hold_generation.store(generation, Ordering::Relaxed);
-            let runtime = shard.raft.runtime_config();
-            runtime.elect(false);
+            shard.elect.hold_generation.store(generation, Ordering::SeqCst);
+            shard.elect.refresh();
             if shard.is_leader() {
                 shard.hold.send_replace(true);
-                runtime.heartbeat(false);
+                shard.raft.runtime_config().heartbeat(false);
             }
             let (held, ms) =
                 (shard.clone(), u64::from(if hold_ms == 0 { HOLD_MS } else { hold_ms.min(HOLD_MS) }));
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                if held.hold_generation.load(Ordering::Relaxed) == generation {
+                if held.elect.hold_generation.load(Ordering::SeqCst) == generation {
                     release(&held);
                 }
             });
@@ -80,10 +79,9 @@ pub async fn step(shard: &Arc<Shard>, step: Step, hold_ms: u32) -> Result<Leader
 }
 
 fn release(shard: &Shard) {
-    shard.hold_generation.store(0, Ordering::Relaxed);
-    let runtime = shard.raft.runtime_config();
-    runtime.heartbeat(true);
-    runtime.elect(true);
+    shard.elect.hold_generation.store(0, Ordering::SeqCst);
+    shard.elect.refresh();
+    shard.raft.runtime_config().heartbeat(true);
     shard.hold.send_replace(false);
 }
 

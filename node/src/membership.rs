@@ -45,11 +45,19 @@ pub async fn change(shard: &Shard, req: ChangeMembershipRequest) -> Result<Chang
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners = membership.learner_ids().filter(|id| !voters.contains(id)).collect();
+    let mut matched: std::collections::HashMap<NodeId, u64> = metrics
+        .replication
+        .iter()
+        .flatten()
+        .map(|(&id, log)| (id, log.as_ref().map_or(0, |l| l.index)))
+        .collect();
+    matched.insert(metrics.id, metrics.last_log_index.unwrap_or(0));
     Ok(ChangeMembershipResponse {
         voters: voters.into_iter().collect(),
         learners,
         leader_id: metrics.current_leader.unwrap_or(0),
         approx_bytes: shard.approx_bytes(),
+        matched,
     })
 }
 

@@ -1,6 +1,7 @@
 //! One hosted replica: its Raft group, the shared view of its in-memory state, and
 //! the tasks in front of Raft (proposer, read batcher).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::ServerState;
@@ -27,8 +28,44 @@ pub struct Shard {
     pub reader: ReadBatcher,
     /// True while a leader transfer holds this replica's proposals and reads.
     pub hold: tokio::sync::watch::Sender<bool>,
+    /// Who may switch elections on: see [`ElectGate`].
+    pub elect: Arc<ElectGate>,
+}
+
+/// The one owner of a replica's "may campaign" switch, which two things turn
+/// off: the hold-back after a restart, and a leader-transfer hold. Elections
+/// are on only when neither holds them, whichever ends first.
+pub struct ElectGate {
+    raft: Raft,
+    /// Still within the hold-back after a restart.
+    restarting: AtomicBool,
     /// Which leader-transfer hold is in force (0: none); see `leader_transfer`.
-    pub hold_generation: std::sync::atomic::AtomicU64,
+    pub hold_generation: AtomicU64,
+}
+
+impl ElectGate {
+    fn new(raft: Raft) -> ElectGate {
+        ElectGate { raft, restarting: AtomicBool::new(false), hold_generation: AtomicU64::new(0) }
+    }
+
+    /// Recomputes the switch from both holds.
+    pub fn refresh(&self) {
+        let allowed =
+            !self.restarting.load(Ordering::SeqCst) && self.hold_generation.load(Ordering::SeqCst) == 0;
+        self.raft.runtime_config().elect(allowed);
+    }
+
+    /// Starts the restart hold-back, ending after `delay` (see `hold_back_campaign`).
+    fn hold_back(self: &Arc<Self>, delay: std::time::Duration) {
+        self.restarting.store(true, Ordering::SeqCst);
+        self.refresh();
+        let gate = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            gate.restarting.store(false, Ordering::SeqCst);
+            gate.refresh();
+        });
+    }
 }
 
 impl Shard {
@@ -53,13 +90,14 @@ impl Shard {
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| Error::Internal(format!("shard {id}: cannot start Raft: {e}")))?;
+        let elect = Arc::new(ElectGate::new(raft.clone()));
         if raft.metrics().borrow().current_term > 0 {
-            hold_back_campaign(&raft, config);
+            hold_back_campaign(&elect, config);
         }
         let (hold, held) = tokio::sync::watch::channel(false);
         let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops, held.clone());
         let reader = ReadBatcher::spawn(id, raft.clone(), fence, held);
-        Ok(Shard { id, raft, state, proposer, reader, hold, hold_generation: Default::default() })
+        Ok(Shard { id, raft, state, proposer, reader, hold, elect })
     }
 
     /// The current leader as this replica knows it, with its address.
@@ -149,12 +187,6 @@ async fn restored_leadership(
 /// half a second without a leader). Waiting one leader lease plus the longest
 /// election timeout, as a follower that just heard from its leader would, lets a
 /// live leader's heartbeat arrive first; if none does, it campaigns as usual.
-fn hold_back_campaign(raft: &Raft, config: &NodeConfig) {
-    raft.runtime_config().elect(false);
-    let raft = raft.clone();
-    let delay = std::time::Duration::from_millis(2 * config.election_timeout_max_ms);
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        raft.runtime_config().elect(true);
-    });
+fn hold_back_campaign(elect: &Arc<ElectGate>, config: &NodeConfig) {
+    elect.hold_back(std::time::Duration::from_millis(2 * config.election_timeout_max_ms));
 }

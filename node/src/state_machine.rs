@@ -198,7 +198,9 @@ impl KvState {
             }
             Op::Expire { keys } => self.expire(now_ms, keys),
             Op::SetClusterMap { expected_epoch, map } => self.set_cluster_map(*expected_epoch, map),
-            Op::SetPlan { expected_revision, plan } => self.set_plan(*expected_revision, plan),
+            Op::SetPlan { expected_revision, expected_epoch, plan } => {
+                self.set_plan(*expected_revision, *expected_epoch, plan)
+            }
         }
     }
 
@@ -297,11 +299,15 @@ impl KvState {
         OpResult::SetClusterMap { succeeded: true, epoch: map.epoch }
     }
 
-    /// Replaces the plan if its revision is `expected_revision` (0: no plan yet)
-    /// and the new one's is greater.
-    fn set_plan(&mut self, expected_revision: u64, plan: &Plan) -> OpResult {
+    /// Replaces the plan if its revision is `expected_revision` (0: no plan yet),
+    /// the new one's is greater, and the map is at `expected_epoch` if given.
+    fn set_plan(&mut self, expected_revision: u64, expected_epoch: Option<u64>, plan: &Plan) -> OpResult {
         let current = self.rebalance.as_ref().map_or(0, |p| p.revision);
-        if current != expected_revision || plan.revision <= current {
+        let epoch = self.cluster_map.as_ref().map(|m| m.epoch);
+        if current != expected_revision
+            || plan.revision <= current
+            || expected_epoch.is_some_and(|e| Some(e) != epoch)
+        {
             return OpResult::SetPlan { succeeded: false, revision: current };
         }
         self.rebalance = Some(plan.clone());

@@ -115,8 +115,10 @@ impl Model {
                     OpResult::SetClusterMap { succeeded: false, epoch }
                 }
             }
-            Op::SetPlan { expected_revision, plan } => {
-                if *expected_revision == self.plan_revision && plan.revision > self.plan_revision {
+            Op::SetPlan { expected_revision, expected_epoch, plan } => {
+                let epoch_ok = expected_epoch.is_none_or(|e| Some(e) == self.cluster_epoch);
+                if *expected_revision == self.plan_revision && plan.revision > self.plan_revision && epoch_ok
+                {
                     self.plan_revision = plan.revision;
                     OpResult::SetPlan { succeeded: true, revision: plan.revision }
                 } else {

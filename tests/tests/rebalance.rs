@@ -324,3 +324,27 @@ async fn wait_plan_done(client: &Client, cluster: &Cluster) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_plan_cleans_up_after_itself() {
+    let (mut cluster, _router, client) = growing_cluster().await;
+    let joining = cluster.nodes.iter().map(|n| n.id).max().expect("nodes");
+    // A node the plan still moves replicas to cannot be removed.
+    let err = client.remove_node(joining).await.expect_err("plan involves it");
+    assert!(err.to_string().contains("still moves replicas"), "{err}");
+    wait_mid_plan(&client).await;
+    let aborted = client.control_rebalance("abort").await.expect("abort");
+    assert_eq!(aborted.state, "aborted");
+    // Whatever the unfinished moves left on the nodes is deleted: every node
+    // hosts exactly what the map gives it.
+    for node in cluster.nodes.iter().map(|n| n.id).collect::<Vec<_>>() {
+        wait_hosts_what_the_map_says(&client, &cluster, node).await;
+    }
+    assert_seed_data(&client).await;
+    // A later plan finishes the job.
+    let plan = client.plan_rebalance().await.expect("dry run");
+    client.start_rebalance(plan.epoch, 0, 0).await.expect("start");
+    wait_plan_done(&client, &cluster).await;
+    assert_placed(&client).await;
+    cluster.node(joining).stop().await;
+}

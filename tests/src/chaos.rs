@@ -298,6 +298,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             break;
         }
         tokio::time::sleep(gap).await;
+        assert_none_crashed(&mut cluster);
         let mut fault = nemesis.inject(&mut cluster).await;
         tokio::time::sleep(hold).await;
         nemesis.heal(&mut cluster, &fault).await;
@@ -310,6 +311,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
 
     // Heal everything (no-op if healed), let a running plan finish, let leaders
     // settle, read every key.
+    assert_none_crashed(&mut cluster);
     crate::nemesis::heal_partitions(&cluster).await;
     let rebalance = if config.rebalance { finish_rebalance(&routers[0]).await } else { None };
     cluster.wait_for_leaders(config.shards, Duration::from_secs(60)).await;
@@ -343,6 +345,23 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     );
     let failovers = failover_times(&history, &faults, start, config.shards);
     ChaosReport { config, history, faults, check, divergent, failovers, start, rebalance }
+}
+
+/// Panics with its log if a node process exited on its own: faults stop
+/// processes only through the harness, so an exit is a crash, and restarting
+/// it at the next heal would hide it.
+fn assert_none_crashed(cluster: &mut Cluster) {
+    for node in &mut cluster.nodes {
+        if let Some(status) = node.exited() {
+            let log = node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "node {} exited on its own ({status}); its log ends with:\n{}",
+                node.id,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+    }
 }
 
 /// Waits (bounded) for a running rebalance plan to finish; returns what went

@@ -184,6 +184,12 @@ impl Process {
         self.child.is_some()
     }
 
+    /// The exit status if the process was started and has exited on its own
+    /// (a crash: nothing in the harness stops a process without forgetting it).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
+    }
+
     /// SIGSTOP: the process freezes (timers, sockets and all) until [`Self::resume`].
     pub fn pause(&self) {
         self.signal("-STOP");

@@ -286,14 +286,25 @@ async fn partition(cluster: &Cluster, side: &[u64]) {
             side.iter().copied().collect()
         };
         let req = InjectFaultRequest { isolate_from: other_side };
-        node.admin().inject_fault(req).await.expect("inject fault (is --enable-test-faults set?)");
+        if let Err(e) = node.admin().inject_fault(req).await {
+            panic!("inject fault into node {}: {e:?} (is --enable-test-faults set?)\n{}", node.id, log_tail(node));
+        }
     }
+}
+
+/// The end of a node's log, for a failure message.
+fn log_tail(node: &crate::Process) -> String {
+    let log = node.log();
+    let lines: Vec<&str> = log.lines().collect();
+    format!("--- node {} log, last lines ---\n{}", node.id, lines[lines.len().saturating_sub(40)..].join("\n"))
 }
 
 /// Heals every partition on every running node.
 pub async fn heal_partitions(cluster: &Cluster) {
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
         let req = InjectFaultRequest { isolate_from: vec![] };
-        node.admin().inject_fault(req).await.expect("heal partition");
+        if let Err(e) = node.admin().inject_fault(req).await {
+            panic!("heal partition on node {}: {e:?}\n{}", node.id, log_tail(node));
+        }
     }
 }

@@ -1,0 +1,172 @@
+//! The stores the benchmark drives, behind one small interface: put (with an
+//! optional TTL), get (linearizable or stale), get-and-refresh-TTL, delete.
+//! Every target sends one request per round trip per worker, like ringkv's
+//! clients: no pipelining, no batching in the client.
+
+use std::time::Duration;
+
+use ringkv_client::{Client, ClientOptions, Consistency, PutOptions, Routing};
+
+use crate::etcd::Etcd;
+
+/// Where to send requests, as given on the command line.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// ringkv through a router: `ringkv-router=ADDR`.
+    RingkvRouter(String),
+    /// ringkv through the client library straight to the nodes:
+    /// `ringkv-direct=ADDR[,ADDR...]` (node addresses).
+    RingkvDirect(Vec<String>),
+    /// etcd v3: `etcd=ADDR[,ADDR...]` (give the leader first to send to it).
+    Etcd(Vec<String>),
+    /// Redis: `redis=ADDR`.
+    Redis(String),
+}
+
+impl TargetSpec {
+    pub fn parse(spec: &str) -> Result<(String, TargetSpec), String> {
+        let (name, addrs) = spec.split_once('=').ok_or_else(|| format!("target {spec:?}: want KIND=ADDR[,ADDR]"))?;
+        let (label, kind) = match name.split_once(':') {
+            Some((kind, label)) => (label.to_string(), kind),
+            None => (name.to_string(), name),
+        };
+        let list: Vec<String> = addrs.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect();
+        if list.is_empty() {
+            return Err(format!("target {spec:?}: no address"));
+        }
+        let target = match kind {
+            "ringkv-router" => TargetSpec::RingkvRouter(list[0].clone()),
+            "ringkv-direct" => TargetSpec::RingkvDirect(list),
+            "etcd" => TargetSpec::Etcd(list),
+            "redis" => TargetSpec::Redis(list[0].clone()),
+            other => {
+                return Err(format!(
+                    "unknown target kind {other:?} (ringkv-router, ringkv-direct, etcd, redis; KIND:LABEL=ADDR to name it)"
+                ));
+            }
+        };
+        Ok((label, target))
+    }
+}
+
+/// One worker's connection to a target.
+pub enum Conn {
+    Ringkv(Client),
+    Etcd { client: Etcd, lease: i64 },
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+/// Session TTL used by the TTL operations, in seconds.
+pub const SESSION_TTL_SECS: u64 = 60;
+
+/// A target's shared client: ringkv and etcd clients multiplex every worker's
+/// requests over HTTP/2 (as an application would share one client); Redis gets
+/// a connection per worker (one request per round trip, no implicit pipelining).
+pub enum Target {
+    Ringkv(Client),
+    Etcd { client: Etcd, lease: i64 },
+    Redis(redis::Client),
+}
+
+impl Target {
+    pub async fn connect(spec: &TargetSpec) -> Result<Target, String> {
+        Ok(match spec {
+            TargetSpec::RingkvRouter(addr) => Target::Ringkv(ringkv(vec![addr.clone()], Routing::ViaSeeds)?),
+            TargetSpec::RingkvDirect(addrs) => Target::Ringkv(ringkv(addrs.clone(), Routing::Direct)?),
+            TargetSpec::Etcd(addrs) => {
+                let mut client = Etcd::connect(addrs).await?;
+                // One lease for the TTL operations: granting one per put would
+                // measure lease grants, not writes.
+                let lease = client.lease_grant(3600).await?;
+                Target::Etcd { client, lease }
+            }
+            TargetSpec::Redis(addr) => {
+                Target::Redis(redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("redis: {e}"))?)
+            }
+        })
+    }
+
+    /// A connection for one worker.
+    pub async fn conn(&self) -> Result<Conn, String> {
+        Ok(match self {
+            Target::Ringkv(client) => Conn::Ringkv(client.clone()),
+            Target::Etcd { client, lease } => Conn::Etcd { client: client.clone(), lease: *lease },
+            Target::Redis(client) => {
+                Conn::Redis(client.get_multiplexed_async_connection().await.map_err(|e| format!("redis: {e}"))?)
+            }
+        })
+    }
+}
+
+impl Conn {
+    pub async fn put(&mut self, key: &[u8], value: &[u8], ttl: bool) -> Result<(), String> {
+        match self {
+            Conn::Ringkv(client) => {
+                let ttl_ms = if ttl { SESSION_TTL_SECS * 1000 } else { 0 };
+                let opts = PutOptions { ttl_ms, ..Default::default() };
+                client.put(key.to_vec(), value.to_vec(), opts).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Conn::Etcd { client, lease } => client.put(key, value, if ttl { *lease } else { 0 }).await,
+            Conn::Redis(conn) => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(value);
+                if ttl {
+                    cmd.arg("EX").arg(SESSION_TTL_SECS);
+                }
+                cmd.query_async::<()>(conn).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub async fn get(&mut self, key: &[u8], stale: bool) -> Result<(), String> {
+        match self {
+            Conn::Ringkv(client) => {
+                let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
+                client.get(key.to_vec(), consistency).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Conn::Etcd { client, .. } => client.range(key, stale).await.map(|_| ()),
+            Conn::Redis(conn) => {
+                redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(conn).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Reads a session and extends its TTL: ringkv `get` + `touch`, etcd
+    /// `get` + `put` on the shared lease, Redis `GETEX`.
+    pub async fn get_refresh(&mut self, key: &[u8]) -> Result<(), String> {
+        match self {
+            Conn::Ringkv(client) => {
+                client.get(key.to_vec(), Consistency::Linearizable).await.map_err(|e| e.to_string())?;
+                client.touch(key.to_vec(), SESSION_TTL_SECS * 1000).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Conn::Etcd { client, lease } => {
+                let got = client.range(key, false).await?;
+                if let Some(found) = got.kvs.first() {
+                    client.put(key, &found.value, *lease).await?;
+                }
+                Ok(())
+            }
+            Conn::Redis(conn) => redis::cmd("GETEX")
+                .arg(key)
+                .arg("EX")
+                .arg(SESSION_TTL_SECS)
+                .query_async::<Option<Vec<u8>>>(conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn delete(&mut self, key: &[u8]) -> Result<(), String> {
+        match self {
+            Conn::Ringkv(client) => client.delete(key.to_vec(), None).await.map(|_| ()).map_err(|e| e.to_string()),
+            Conn::Etcd { client, .. } => client.delete(key).await,
+            Conn::Redis(conn) => redis::cmd("DEL").arg(key).query_async::<i64>(conn).await.map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn ringkv(addrs: Vec<String>, routing: Routing) -> Result<Client, String> {
+    let opts = ClientOptions { routing, request_timeout: Duration::from_secs(10), ..ClientOptions::default() };
+    Client::connect(addrs, opts).map_err(|e| e.to_string())
+}

@@ -63,6 +63,10 @@ struct Args {
     /// Also write the results as a JSON array to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Also write the results as Markdown tables (with ratios of ringkv's
+    /// throughput to every other target's) to this file.
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
 }
 
 fn list<T>(text: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
@@ -110,6 +114,9 @@ async fn run(args: Args) -> Result<(), String> {
                 results.push(result);
             }
         }
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, report::markdown(&results)).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::Value::Array(results.iter().map(RunResult::json).collect());

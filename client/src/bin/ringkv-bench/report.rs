@@ -65,3 +65,70 @@ impl RunResult {
         })
     }
 }
+
+/// The results as Markdown: per workload, one row per concurrency with every
+/// target's ops/s and p50/p99, then ringkv's throughput as a ratio of each
+/// comparison target's (labels starting with `ringkv` are ours; the rest are
+/// what we compare against).
+pub fn markdown(results: &[RunResult]) -> String {
+    let mut out = String::new();
+    let mut workloads: Vec<&str> = Vec::new();
+    let mut targets: Vec<&str> = Vec::new();
+    for r in results {
+        if !workloads.contains(&r.workload) {
+            workloads.push(r.workload);
+        }
+        if !targets.contains(&r.target.as_str()) {
+            targets.push(&r.target);
+        }
+    }
+    let ours: Vec<&str> = targets.iter().copied().filter(|t| t.starts_with("ringkv")).collect();
+    let theirs: Vec<&str> = targets.iter().copied().filter(|t| !t.starts_with("ringkv")).collect();
+    for workload in workloads {
+        out.push_str(&format!("\n### {workload}\n\nEach cell: ops/s · p50 / p99 ms.\n\n| clients |"));
+        for t in &targets {
+            out.push_str(&format!(" {t} |"));
+        }
+        for o in &ours {
+            for t in &theirs {
+                out.push_str(&format!(" {o} / {t} |"));
+            }
+        }
+        out.push_str("\n|---|");
+        for _ in 0..targets.len() + ours.len() * theirs.len() {
+            out.push_str("---|");
+        }
+        out.push('\n');
+        let mut concurrencies: Vec<usize> =
+            results.iter().filter(|r| r.workload == workload).map(|r| r.concurrency).collect();
+        concurrencies.dedup();
+        for c in concurrencies {
+            let find = |t: &str| results.iter().find(|r| r.workload == workload && r.concurrency == c && r.target == t);
+            out.push_str(&format!("| {c} |"));
+            for t in &targets {
+                match find(t) {
+                    Some(r) => out.push_str(&format!(
+                        " {:.0} · {:.2} / {:.2}{} |",
+                        r.ops_per_sec(),
+                        r.ms(0.5),
+                        r.ms(0.99),
+                        if r.errors > 0 { format!(" ({} errors)", r.errors) } else { String::new() }
+                    )),
+                    None => out.push_str(" - |"),
+                }
+            }
+            for o in &ours {
+                for t in &theirs {
+                    match (find(o), find(t)) {
+                        (Some(a), Some(b)) if b.ops_per_sec() > 0.0 => {
+                            out.push_str(&format!(" {:.2}× |", a.ops_per_sec() / b.ops_per_sec()))
+                        }
+                        _ => out.push_str(" - |"),
+                    }
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -238,6 +238,12 @@ pub enum AdminCommand {
         /// The node to empty
         #[arg(value_parser = parse_node_id)]
         node: u64,
+        /// Moves running at once across the cluster [default: the nodes', 4]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_in_flight: Option<u32>,
+        /// Moves running at once that copy to or from one node [default: the nodes', 2]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_per_node: Option<u32>,
     },
     /// Take a drained node (one that holds no replicas) out of the cluster map
     RemoveNode {
@@ -609,7 +615,14 @@ mod tests {
             admin(&["add-node", "4", "10.0.0.4:7004"]),
             AdminCommand::AddNode { id: 4, addr: "10.0.0.4:7004".into() }
         );
-        assert_eq!(admin(&["drain", "3"]), AdminCommand::Drain { node: 3 });
+        assert_eq!(
+            admin(&["drain", "3"]),
+            AdminCommand::Drain { node: 3, max_in_flight: None, max_per_node: None }
+        );
+        assert_eq!(
+            admin(&["drain", "3", "--max-in-flight", "1", "--max-per-node", "1"]),
+            AdminCommand::Drain { node: 3, max_in_flight: Some(1), max_per_node: Some(1) }
+        );
         assert_eq!(admin(&["remove-node", "3"]), AdminCommand::RemoveNode { node: 3 });
         assert_eq!(admin(&["transfer-leader", "0", "2"]), AdminCommand::TransferLeader { shard: 0, node: 2 });
         assert_eq!(admin(&["balance-leaders"]), AdminCommand::BalanceLeaders);

@@ -187,8 +187,9 @@ async fn run_admin(client: &Client, command: AdminCommand, addrs: &[String]) -> 
                 false => admin_output::committed_text(&status),
             })
         }
-        AdminCommand::Drain { node } => {
-            let status = client.drain_node(node).await.map_err(failed("drain"))?;
+        AdminCommand::Drain { node, max_in_flight, max_per_node } => {
+            let (in_flight, per_node) = (max_in_flight.unwrap_or(0), max_per_node.unwrap_or(0));
+            let status = client.drain_node(node, in_flight, per_node).await.map_err(failed("drain"))?;
             Ok(admin_output::drain_text(node, &status))
         }
         AdminCommand::RemoveNode { node } => {

@@ -43,7 +43,6 @@
 //!
 //! - `router::AVAILABLE` and the branches on it in `dev` date from before the
 //!   router existed; they are always taken now and can go.
-//! - `admin drain` runs at the default move limits (the request has none).
 //! - `admin rebalance` commits the plan of the map as it is when the command
 //!   runs; `--expected-epoch` (printed by `--dry-run`) pins it to the plan that
 //!   was reviewed.

@@ -445,9 +445,16 @@ impl Client {
     }
 
     /// Marks `node` draining and commits the plan that empties it.
-    pub async fn drain_node(&self, node: NodeId) -> Result<proto::RebalanceStatusResponse, Error> {
+    /// Limits of 0 take the defaults.
+    pub async fn drain_node(
+        &self,
+        node: NodeId,
+        max_in_flight: u32,
+        max_per_node: u32,
+    ) -> Result<proto::RebalanceStatusResponse, Error> {
+        let request = proto::DrainNodeRequest { node, max_in_flight, max_per_node };
         self.meta_admin("drain_node", true, |mut admin, timeout| async move {
-            admin.drain_node(with_timeout(proto::DrainNodeRequest { node }, timeout)).await
+            admin.drain_node(with_timeout(request, timeout)).await
         })
         .await
     }

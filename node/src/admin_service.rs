@@ -324,8 +324,9 @@ impl Admin for AdminService {
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
         let meta = self.meta_leader()?;
-        let node = request.into_inner().node;
-        Ok(Response::new(cluster_admin::drain_node(&meta, node, MoveLimits::default()).await?))
+        let req = request.into_inner();
+        let limits = limits(req.max_in_flight, req.max_per_node);
+        Ok(Response::new(cluster_admin::drain_node(&meta, req.node, limits).await?))
     }
 
     async fn remove_node(

@@ -135,7 +135,9 @@ impl Admin for AdminRouter {
         &self,
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
-        Ok(Response::new(self.client.drain_node(request.into_inner().node).await.map_err(to_status)?))
+        let req = request.into_inner();
+        let status = self.client.drain_node(req.node, req.max_in_flight, req.max_per_node);
+        Ok(Response::new(status.await.map_err(to_status)?))
     }
 
     async fn remove_node(

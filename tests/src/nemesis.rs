@@ -252,7 +252,7 @@ impl Nemesis {
                 .collect::<Vec<_>>()
                 .choose(&mut self.rng)
                 .expect("active nodes");
-            return match client.drain_node(victim).await {
+            return match client.drain_node(victim, 0, 0).await {
                 Ok(started) => {
                     (vec![victim], format!("draining node {victim}, {} moves", started.moves.len()))
                 }
@@ -287,7 +287,11 @@ async fn partition(cluster: &Cluster, side: &[u64]) {
         };
         let req = InjectFaultRequest { isolate_from: other_side };
         if let Err(e) = node.admin().inject_fault(req).await {
-            panic!("inject fault into node {}: {e:?} (is --enable-test-faults set?)\n{}", node.id, log_tail(node));
+            panic!(
+                "inject fault into node {}: {e:?} (is --enable-test-faults set?)\n{}",
+                node.id,
+                log_tail(node)
+            );
         }
     }
 }
@@ -296,7 +300,11 @@ async fn partition(cluster: &Cluster, side: &[u64]) {
 fn log_tail(node: &crate::Process) -> String {
     let log = node.log();
     let lines: Vec<&str> = log.lines().collect();
-    format!("--- node {} log, last lines ---\n{}", node.id, lines[lines.len().saturating_sub(40)..].join("\n"))
+    format!(
+        "--- node {} log, last lines ---\n{}",
+        node.id,
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    )
 }
 
 /// Heals every partition on every running node.

@@ -104,7 +104,7 @@ async fn grow_to_five_and_drain_back_to_three_under_load() {
 
     // Shrink: drain both new nodes, then remove them.
     for id in [five, four] {
-        let drained = client.drain_node(id).await.expect("drain");
+        let drained = client.drain_node(id, 0, 0).await.expect("drain");
         assert!(!drained.moves.is_empty());
         wait_plan_done(&client, &cluster).await;
         let status = client.cluster_status().await.expect("status");
@@ -148,7 +148,7 @@ async fn refusals_say_why() {
 
     let err = client.remove_node(2).await.expect_err("node 2 holds replicas");
     assert!(err.to_string().contains("still holds replicas"), "{err}");
-    let err = client.drain_node(2).await.expect_err("two nodes cannot hold three replicas");
+    let err = client.drain_node(2, 0, 0).await.expect_err("two nodes cannot hold three replicas");
     assert!(err.to_string().contains("cannot hold 3 replicas"), "{err}");
     let err = client.remove_node(9).await.expect_err("unknown node");
     assert!(err.to_string().contains("not in the cluster map"), "{err}");

@@ -129,7 +129,7 @@ async fn main() {
     let run = Arc::new(AtomicBool::new(true));
     let during = tokio::spawn(workload(router.clone(), args.clients, args.keys, value.clone(), run.clone()));
     let started = Instant::now();
-    let drained = admin.drain_node(3).await.expect("drain node 3");
+    let drained = admin.drain_node(3, 0, 0).await.expect("drain node 3");
     let status = loop {
         let status = admin.rebalance_status().await.expect("status");
         if status.state != "running" {

@@ -87,7 +87,8 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let workloads = list(&args.workload, Workload::parse)?;
-    let concurrencies = list(&args.concurrency, |c| c.parse::<usize>().map_err(|e| format!("concurrency {c:?}: {e}")))?;
+    let concurrencies =
+        list(&args.concurrency, |c| c.parse::<usize>().map_err(|e| format!("concurrency {c:?}: {e}")))?;
     let mut targets = Vec::new();
     for spec in &args.targets {
         let (label, spec) = TargetSpec::parse(spec)?;
@@ -116,7 +117,8 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     if let Some(path) = &args.markdown {
-        std::fs::write(path, report::markdown(&results)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(path, report::markdown(&results))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::Value::Array(results.iter().map(RunResult::json).collect());

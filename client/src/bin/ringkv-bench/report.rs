@@ -103,7 +103,9 @@ pub fn markdown(results: &[RunResult]) -> String {
             results.iter().filter(|r| r.workload == workload).map(|r| r.concurrency).collect();
         concurrencies.dedup();
         for c in concurrencies {
-            let find = |t: &str| results.iter().find(|r| r.workload == workload && r.concurrency == c && r.target == t);
+            let find = |t: &str| {
+                results.iter().find(|r| r.workload == workload && r.concurrency == c && r.target == t)
+            };
             out.push_str(&format!("| {c} |"));
             for t in &targets {
                 match find(t) {

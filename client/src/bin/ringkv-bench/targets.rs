@@ -25,7 +25,8 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     pub fn parse(spec: &str) -> Result<(String, TargetSpec), String> {
-        let (name, addrs) = spec.split_once('=').ok_or_else(|| format!("target {spec:?}: want KIND=ADDR[,ADDR]"))?;
+        let (name, addrs) =
+            spec.split_once('=').ok_or_else(|| format!("target {spec:?}: want KIND=ADDR[,ADDR]"))?;
         let (label, kind) = match name.split_once(':') {
             Some((kind, label)) => (label.to_string(), kind),
             None => (name.to_string(), name),
@@ -80,9 +81,9 @@ impl Target {
                 let lease = client.lease_grant(3600).await?;
                 Target::Etcd { client, lease }
             }
-            TargetSpec::Redis(addr) => {
-                Target::Redis(redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("redis: {e}"))?)
-            }
+            TargetSpec::Redis(addr) => Target::Redis(
+                redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("redis: {e}"))?,
+            ),
         })
     }
 
@@ -91,9 +92,9 @@ impl Target {
         Ok(match self {
             Target::Ringkv(client) => Conn::Ringkv(client.clone()),
             Target::Etcd { client, lease } => Conn::Etcd { client: client.clone(), lease: *lease },
-            Target::Redis(client) => {
-                Conn::Redis(client.get_multiplexed_async_connection().await.map_err(|e| format!("redis: {e}"))?)
-            }
+            Target::Redis(client) => Conn::Redis(
+                client.get_multiplexed_async_connection().await.map_err(|e| format!("redis: {e}"))?,
+            ),
         })
     }
 }
@@ -125,9 +126,12 @@ impl Conn {
                 client.get(key.to_vec(), consistency).await.map(|_| ()).map_err(|e| e.to_string())
             }
             Conn::Etcd { client, .. } => client.range(key, stale).await.map(|_| ()),
-            Conn::Redis(conn) => {
-                redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(conn).await.map(|_| ()).map_err(|e| e.to_string())
-            }
+            Conn::Redis(conn) => redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -137,7 +141,11 @@ impl Conn {
         match self {
             Conn::Ringkv(client) => {
                 client.get(key.to_vec(), Consistency::Linearizable).await.map_err(|e| e.to_string())?;
-                client.touch(key.to_vec(), SESSION_TTL_SECS * 1000).await.map(|_| ()).map_err(|e| e.to_string())
+                client
+                    .touch(key.to_vec(), SESSION_TTL_SECS * 1000)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             Conn::Etcd { client, lease } => {
                 let got = client.range(key, false).await?;
@@ -159,14 +167,22 @@ impl Conn {
 
     pub async fn delete(&mut self, key: &[u8]) -> Result<(), String> {
         match self {
-            Conn::Ringkv(client) => client.delete(key.to_vec(), None).await.map(|_| ()).map_err(|e| e.to_string()),
+            Conn::Ringkv(client) => {
+                client.delete(key.to_vec(), None).await.map(|_| ()).map_err(|e| e.to_string())
+            }
             Conn::Etcd { client, .. } => client.delete(key).await,
-            Conn::Redis(conn) => redis::cmd("DEL").arg(key).query_async::<i64>(conn).await.map(|_| ()).map_err(|e| e.to_string()),
+            Conn::Redis(conn) => redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 }
 
 fn ringkv(addrs: Vec<String>, routing: Routing) -> Result<Client, String> {
-    let opts = ClientOptions { routing, request_timeout: Duration::from_secs(10), ..ClientOptions::default() };
+    let opts =
+        ClientOptions { routing, request_timeout: Duration::from_secs(10), ..ClientOptions::default() };
     Client::connect(addrs, opts).map_err(|e| e.to_string())
 }

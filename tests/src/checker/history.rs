@@ -252,7 +252,8 @@ impl fmt::Display for Op {
 }
 
 /// Terse constructors for hand-written histories in tests.
-#[cfg(test)]
+/// Builders of hand-made histories, for the checkers' tests and the generated
+/// histories of the self-test and its benchmark.
 pub(crate) mod build {
     use super::*;
 
@@ -272,10 +273,12 @@ pub(crate) mod build {
         Call::Put { value: value.into(), condition: Condition::IfVersion(version), ttl_ms: 0 }
     }
 
+    #[cfg(test)]
     pub fn put_ttl(value: &str, ttl_ms: u64) -> Call {
         Call::Put { value: value.into(), condition: Condition::None, ttl_ms }
     }
 
+    #[cfg(test)]
     pub fn del() -> Call {
         Call::Delete { if_version: None }
     }

@@ -79,7 +79,7 @@
 //! used. Every key's search stops after [`SearchLimits::max_steps`] units of work
 //! (model steps and memo comparisons) or [`SearchLimits::max_states`] memo entries
 //! and reports the key *inconclusive: search budget exceeded*; nothing runs
-//! unbounded. Measured with `bench_linearizability_search` (release build, one core,
+//! unbounded. Measured with `ringkv-checker-bench` (release build, one core,
 //! histories generated from a sequential run, ~8% extra never-applied writes):
 //!
 //! - Register keys (put, CAS, if_absent, delete, get): valid histories of 1,000 to

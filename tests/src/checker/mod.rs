@@ -93,8 +93,7 @@ mod model;
 mod shrink;
 pub mod ttl;
 
-#[cfg(test)]
-mod selftest;
+pub mod selftest;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -4,9 +4,9 @@
 //! injected corruption, of a kind that no order can explain, must be rejected.
 //! Deterministic seeds; a failure prints the seed and the history.
 //!
-//! The `#[ignore]`d `bench_linearizability_search` measures the search on large
-//! histories (run it in release: `cargo test -p ringkv-tests --lib --release
-//! bench_linearizability -- --ignored --nocapture`).
+//! [`bench_linearizability_search`] measures the search on large histories; it
+//! is a command, not a test (`cargo run --release -p ringkv-tests --bin
+//! ringkv-checker-bench`).
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use super::history::build::*;
 use super::history::{Call, Condition, Op, Outcome, Return};
 use super::linearizable::{self, KeyVerdict, SearchLimits};
+#[cfg(test)]
 use super::{Checked, counters, lost_writes};
 
 /// The true sequential run behind a generated op.
@@ -254,6 +255,7 @@ fn corrupt(rng: &mut StdRng, ops: &mut [Op], truth: &[Truth]) -> Option<&'static
     Some(name)
 }
 
+#[cfg(test)]
 fn dump(ops: &[Op]) -> String {
     ops.iter().enumerate().map(|(i, op)| format!("  #{i} {op}\n")).collect()
 }
@@ -374,9 +376,10 @@ fn random_counters_catch_double_counting() {
     }
 }
 
-#[test]
-#[ignore = "benchmark: run in release with --ignored --nocapture"]
-fn bench_linearizability_search() {
+/// Prints how long the linearizability search takes, and how many states it
+/// visits, on generated histories of growing length, concurrency and share of
+/// unknown outcomes, clean and with one corruption near the end.
+pub fn bench_linearizability_search() {
     let limits = SearchLimits::default();
     println!(
         "{:>8} {:>6} {:>7} {:>5} {:>8} {:>5} {:>11} {:>9} {:>9}  verdict",

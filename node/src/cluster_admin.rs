@@ -266,7 +266,14 @@ pub async fn drain_node(
         Ok(Some(next))
     })
     .await?;
-    start_rebalance(meta, map.epoch, limits).await
+    // The node is draining from here on: if the plan cannot be committed (a
+    // commit raced this one), say so rather than pretend nothing changed.
+    start_rebalance(meta, map.epoch, limits).await.map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "node {node} is now marked draining, but its plan was not committed ({e}); run `ringkv admin \
+             rebalance` to move its replicas"
+        ))
+    })
 }
 
 /// Removes `node` from the map; refused while it holds replicas or when the

@@ -221,6 +221,8 @@ async fn execute(node: &Node, meta: &Shard, map: &ClusterMap, mut m: Move) {
                     rec.last_error = Some(e.to_string());
                 })
                 .await;
+                // Retry backoff: the shard keeps this task's slot meanwhile, so a
+                // failing move (a dead target) does not spin.
                 let backoff = RETRY_BACKOFF.saturating_mul(attempts).min(MAX_RETRY_BACKOFF);
                 tokio::time::sleep(backoff).await;
                 return;
@@ -454,6 +456,7 @@ async fn cleanup_one(meta: &Shard, map: &ClusterMap, entry: Cleanup) {
         }
         Err(e) => {
             tracing::debug!(shard, node, "left-behind replica not deleted yet: {e}");
+            // Its node is usually down: pace the retries (the poll restarts us).
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
     }
@@ -552,6 +555,8 @@ pub(crate) async fn on_leader(
                 }
             }
         }
+        // No leader known (an election, or the node is down): a short retry
+        // backoff inside the deadline.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(Error::Unavailable(format!("shard {shard}: no leader answered in time ({last})")))

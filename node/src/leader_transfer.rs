@@ -51,6 +51,8 @@ pub async fn step(shard: &Arc<Shard>, step: Step, hold_ms: u32) -> Result<Leader
             }
             let (held, ms) =
                 (shard.clone(), u64::from(if hold_ms == 0 { HOLD_MS } else { hold_ms.min(HOLD_MS) }));
+            // The hold's expiry: a timer by design (the safety net if the
+            // coordinator never releases it).
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 if held.elect.hold_generation.load(Ordering::SeqCst) == generation {
@@ -117,6 +119,8 @@ pub async fn transfer(
     let result = match leader_held {
         Some(Err(e)) => Err(e.clone()),
         _ => {
+            // The followers' lease is a span of time since they last heard the
+            // leader; nothing signals its end, so wait it out.
             tokio::time::sleep(lease).await;
             send(map, shard, to, Step::Campaign).await.map(|_| ())
         }

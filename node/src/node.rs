@@ -198,6 +198,7 @@ impl Node {
             match self.storage.drop_shard(shard).await {
                 Ok(()) => break,
                 Err(StoreError::ShardInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    // Nothing signals the last handle's release: poll, bounded.
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(Error::Internal(format!("deleting replica {shard}: {e}"))),

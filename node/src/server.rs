@@ -102,6 +102,7 @@ async fn join(id: u64, addr: String, seed: String) {
             }
             Err(e) => tracing::warn!(%seed, "joining: {e}; retrying in {backoff:?}"),
         }
+        // Retry backoff: the cluster may not be reachable yet.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }

@@ -60,6 +60,8 @@ impl ElectGate {
         self.restarting.store(true, Ordering::SeqCst);
         self.refresh();
         let gate = self.clone();
+        // A timer by design: the hold-back is a span of time (see
+        // `hold_back_campaign`).
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             gate.restarting.store(false, Ordering::SeqCst);

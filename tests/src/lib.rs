@@ -256,6 +256,21 @@ impl Cluster {
         Cluster { nodes, routers: Vec::new(), root }
     }
 
+    /// `nodes` empty nodes formed into a cluster of `shards` shards, 3 replicas
+    /// each, every shard led, and one router; returns the cluster, the shard
+    /// leaders and the router's address.
+    pub async fn with_router(
+        nodes: u64,
+        shards: u32,
+    ) -> (Cluster, std::collections::BTreeMap<u32, u64>, String) {
+        let mut cluster = Cluster::start(nodes, &[]).await;
+        cluster.init(shards, 3).await.expect("cluster init");
+        let leaders = cluster.wait_for_leaders(shards, Duration::from_secs(30)).await;
+        let index = cluster.start_router().await;
+        let router = cluster.routers[index].addr.clone();
+        (cluster, leaders, router)
+    }
+
     /// `cluster init` over every node, sent to node 1.
     pub async fn init(&self, shards: u32, replicas: u32) -> Result<InitClusterResponse, tonic::Status> {
         let req = InitClusterRequest {

@@ -71,11 +71,7 @@ async fn assert_placed(client: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_to_five_and_drain_back_to_three_under_load() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(SHARDS, 3).await.expect("init");
-    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (mut cluster, _, router) = Cluster::with_router(3, SHARDS).await;
     let client = admin(&router);
     wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
 
@@ -138,11 +134,7 @@ async fn grow_to_five_and_drain_back_to_three_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_say_why() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(4, 3).await.expect("init");
-    cluster.wait_for_leaders(4, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (mut cluster, _, router) = Cluster::with_router(3, 4).await;
     let client = admin(&router);
     wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
 
@@ -169,11 +161,7 @@ async fn refusals_say_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_where_the_operator_says() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(4, 3).await.expect("init");
-    let leaders = cluster.wait_for_leaders(4, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (_cluster, leaders, router) = Cluster::with_router(3, 4).await;
     let client = admin(&router);
     wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
 
@@ -204,11 +192,7 @@ async fn leadership_moves_where_the_operator_says() {
 /// commits a rebalance that runs one move at a time. Returns the cluster, the
 /// router's address and the admin client.
 async fn growing_cluster() -> (Cluster, String, Client) {
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(SHARDS, 3).await.expect("init");
-    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (mut cluster, _, router) = Cluster::with_router(3, SHARDS).await;
     let client = admin(&router);
     wait_map(&client, "router ready", |s| s.nodes.len() == 3).await;
     for i in 0..400 {

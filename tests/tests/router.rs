@@ -30,11 +30,7 @@ async fn wait_router_ready(router: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_serves_every_shard_through_leader_kills() {
     let kills: usize = std::env::var("RINGKV_FAILOVER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(SHARDS, 3).await.expect("init");
-    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (mut cluster, _, router) = Cluster::with_router(3, SHARDS).await;
     wait_router_ready(&router).await;
 
     // One probe key per shard, to see when each shard is served again.
@@ -105,11 +101,7 @@ async fn the_router_serves_every_shard_through_leader_kills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_router_mid_workload_loses_nothing() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    cluster.init(SHARDS, 3).await.expect("init");
-    cluster.wait_for_leaders(SHARDS, TIMEOUT).await;
-    let index = cluster.start_router().await;
-    let router = cluster.routers[index].addr.clone();
+    let (mut cluster, _, router) = Cluster::with_router(3, SHARDS).await;
     wait_router_ready(&router).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,8 +114,8 @@ async fn restarting_the_router_mid_workload_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    cluster.routers[index].kill();
-    cluster.routers[index].start().await;
+    cluster.routers[0].kill();
+    cluster.routers[0].start().await;
     let resumed_from = acked_before().await;
     let deadline = Instant::now() + TIMEOUT;
     while acked_before().await < resumed_from + 20 {

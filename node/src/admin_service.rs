@@ -326,7 +326,12 @@ impl Admin for AdminService {
         let meta = self.meta_leader()?;
         let req = request.into_inner();
         let limits = limits(req.max_in_flight, req.max_per_node);
-        Ok(Response::new(cluster_admin::drain_node(&meta, req.node, limits).await?))
+        let status = cluster_admin::drain_node(&meta, req.node, limits).await?;
+        // Leaderships leave first (the moves would hand them over one shard at a
+        // time, as each starts).
+        let (map, _) = cluster_admin::meta_state(&meta).await?;
+        driver::move_leaderships_off(&self.node, &map, req.node).await;
+        Ok(Response::new(status))
     }
 
     async fn remove_node(

@@ -382,6 +382,26 @@ pub async fn balance_leaders(
     done
 }
 
+/// Transfers every leadership `node` holds (meta shard included) to the most
+/// caught-up other voter of each shard, concurrently; best effort: a shard
+/// whose transfer fails hands leadership over when its move starts.
+pub async fn move_leaderships_off(node: &Node, map: &ClusterMap, from: NodeId) {
+    let lease = lease(node);
+    let transfers = map.shards.keys().map(|&shard| async move {
+        let membership = on_leader(map, shard, query(shard), STEP_TIMEOUT).await.ok()?;
+        if membership.leader_id != from {
+            return None;
+        }
+        let heir = caught_up_heir(&membership, from)?;
+        Some((shard, leader_transfer::transfer(map, shard, from, heir, lease).await))
+    });
+    for (shard, result) in futures::future::join_all(transfers).await.into_iter().flatten() {
+        if let Err(e) = result {
+            tracing::warn!(shard, from, "moving leadership off a draining node: {e}");
+        }
+    }
+}
+
 /// Each data shard's leader, as its leader reports it (shards that answer).
 pub async fn current_leaders(map: &ClusterMap) -> BTreeMap<ShardId, NodeId> {
     let queries = map.shards.keys().filter(|&&s| s != META_SHARD).map(|&shard| async move {

@@ -6,10 +6,10 @@
 //! meta tree (see `shard.rs` for the keys).
 //!
 //! Invariants:
-//! - `append` applies all its entries in one `apply_batch` (atomic, readable at
-//!   once), then hands the callback to the node's flusher; the callback fires
-//!   only when a later flush round has made the batch durable, including the
-//!   sled blob file of any entry above ~128 KiB.
+//! - `append` inserts its entries in index order (each readable at once; a
+//!   crash keeps a prefix of them), then hands the callback to the node's
+//!   flusher; the callback fires only when a later flush round has made them
+//!   durable, including the sled blob file of any entry above ~128 KiB.
 //! - `save_vote` returns only after a flush round: the vote is durable.
 //! - `purge` writes `last_purged` before deleting entries, so the log never
 //!   appears to start after `last_purged + 1`, even after a crash.
@@ -202,16 +202,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // One `insert` per entry, in index order, and no `apply_batch`: sled 0.34's
+        // `apply_batch` seals and writes its IO buffer before and after the batch
+        // (`PageCache::pin_log`), which cost two synchronous device writes per
+        // append on sled's thread pool — most of the node's CPU under load. A
+        // crash between two inserts leaves a prefix of the entries (sled recovers
+        // a prefix of its log), which is a valid, unacknowledged Raft log.
         for entry in entries {
             let bytes = postcard::to_allocvec(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            self.shard
+                .log
+                .insert(entry.log_id.index.to_be_bytes(), bytes)
+                .map_err(|e| store_err(StorageIOError::write_logs, self.sled_err("appending to", e)))?;
         }
-        self.shard
-            .log
-            .apply_batch(batch)
-            .map_err(|e| store_err(StorageIOError::write_logs, self.sled_err("appending to", e)))?;
         // Readable now; the callback fires once a flush round has made it durable.
         self.shard.node.flusher().submit_log(callback);
         Ok(())

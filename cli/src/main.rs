@@ -27,6 +27,11 @@ use ringkv_cli::output::{EXIT_OTHER, EXIT_USAGE};
 use ringkv_cli::{commands, dev, router};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: allocation was a tenth of a node's CPU
+/// under load (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -268,7 +268,7 @@ async fn add_learner(node: &Node, map: &ClusterMap, m: &Move) -> Result<u64, Err
     let req = ChangeMembershipRequest {
         shard: m.shard,
         add_learner: Some(NodeAddress { id: to, addr, state: String::new() }),
-        set_voters: Vec::new(),
+        ..Default::default()
     };
     let reply = on_leader(map, m.shard, req, CATCH_UP_TIMEOUT).await?;
     Ok(reply.approx_bytes)
@@ -296,8 +296,8 @@ async fn change_voters(node: &Node, meta: &Shard, map: &ClusterMap, m: &Move) ->
     if current.voters.iter().copied().collect::<BTreeSet<_>>() != target {
         let req = ChangeMembershipRequest {
             shard: m.shard,
-            add_learner: None,
             set_voters: target.iter().copied().collect(),
+            ..Default::default()
         };
         on_leader(map, m.shard, req, STEP_TIMEOUT).await?;
     }
@@ -447,8 +447,10 @@ async fn cleanup_one(meta: &Shard, map: &ClusterMap, entry: Cleanup) {
             return Ok::<(), Error>(());
         }
         if membership.learners.contains(&node) {
-            let req =
-                ChangeMembershipRequest { shard, add_learner: None, set_voters: membership.voters.clone() };
+            // The leader must stop replicating to it before its data goes:
+            // a learner recreated later on that node would otherwise look like
+            // a follower whose log went backwards.
+            let req = ChangeMembershipRequest { shard, remove_learners: vec![node], ..Default::default() };
             on_leader(map, shard, req, STEP_TIMEOUT).await?;
         }
         admin_client(&addr)?
@@ -524,7 +526,7 @@ async fn finish(node: &Node, meta: &Shard) -> Result<(), Error> {
 }
 
 pub(crate) fn query(shard: ShardId) -> ChangeMembershipRequest {
-    ChangeMembershipRequest { shard, add_learner: None, set_voters: Vec::new() }
+    ChangeMembershipRequest { shard, ..Default::default() }
 }
 
 fn node_addr(map: &ClusterMap, node: NodeId) -> Result<String, Error> {

@@ -1,13 +1,13 @@
 //! Membership changes of one shard, run on its leader: add a learner (returns
-//! once it caught up), set the voters (openraft runs joint consensus), or just
-//! report the membership. The placement driver calls these through
+//! once it caught up), set the voters (openraft runs joint consensus), remove
+//! learners, or just report the membership. The placement driver calls these through
 //! `Admin.ChangeMembership`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
 use ringkv_proto::v1::{ChangeMembershipRequest, ChangeMembershipResponse};
 
 use crate::error::Error;
@@ -40,6 +40,27 @@ pub async fn change(shard: &Shard, req: ChangeMembershipRequest) -> Result<Chang
         }
         let voters: BTreeSet<NodeId> = req.set_voters.iter().copied().collect();
         shard.raft.change_membership(voters, false).await.map_err(|e| membership_error(shard, e))?;
+    }
+    if !req.remove_learners.is_empty() {
+        let remove: BTreeSet<NodeId> = req.remove_learners.iter().copied().collect();
+        let current = shard.raft.metrics().borrow().membership_config.membership().clone();
+        if let Some(voter) = current.voter_ids().find(|id| remove.contains(id)) {
+            return Err(Error::FailedPrecondition(format!(
+                "shard {}: node {voter} is a voter; only learners can be removed this way",
+                shard.id
+            )));
+        }
+        // `change_membership(voters, false)` keeps learners that are not voters;
+        // only removing the nodes themselves drops them.
+        let present: BTreeSet<NodeId> =
+            remove.into_iter().filter(|id| current.get_node(id).is_some()).collect();
+        if !present.is_empty() {
+            shard
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(present), false)
+                .await
+                .map_err(|e| membership_error(shard, e))?;
+        }
     }
     let metrics = shard.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();

@@ -19,7 +19,8 @@
 //!   machine that applies it.
 //! - [`store`]: sled log store, group-commit flusher, snapshot files, openraft
 //!   state-machine adapter.
-//! - [`transport`] / [`raft_service`]: the two ends of node-to-node Raft RPCs.
+//! - [`transport`] (with `pipe`, the per-peer stream) / [`raft_service`]: the
+//!   two ends of node-to-node Raft RPCs.
 //! - [`shard`], [`proposer`], [`reader`]: a hosted replica and the batching in
 //!   front of its Raft group.
 //! - [`node`]: the set of hosted replicas and the node's durable identity.
@@ -52,6 +53,7 @@ pub mod kv_service;
 pub mod leader_transfer;
 pub mod membership;
 pub mod node;
+mod pipe;
 pub mod proposer;
 pub mod raft_service;
 pub mod raft_types;

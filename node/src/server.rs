@@ -48,6 +48,13 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
 
+    // Tells the Raft service's endless pipe streams to end once the graceful
+    // shutdown starts; the server waits for every open stream.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
@@ -55,7 +62,7 @@ pub async fn serve(
         .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_kv_message))
         .add_service(AdminServer::new(AdminService::new(node.clone())))
         .add_service(
-            RaftServer::new(RaftService::new(node.clone()))
+            RaftServer::new(RaftService::new(node.clone(), stopping))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )

@@ -2,9 +2,14 @@
 //!
 //! Every shard's Raft group on a node shares one [`PeerPool`]: one lazily
 //! connecting HTTP/2 channel per peer node, cloned into each group's network
-//! handles. openraft calls `new_client` on every vote round and every
-//! `ensure_linearizable`, so creating a [`ShardNetwork`] must not dial or allocate
-//! much: it clones a cached tonic client.
+//! handles, and on it one [`Pipe`] — a long-lived stream that carries the
+//! AppendEntries and Vote messages of every shard (see `pipe.rs` for why).
+//! Messages larger than [`PIPE_MAX_PAYLOAD_BYTES`] (catch-up batches, large
+//! values) take a unary call of their own instead, so they never hold up
+//! other shards' heartbeats on the shared stream; snapshots always stream in
+//! their own call. openraft calls `new_client` on every vote round and every
+//! `ensure_linearizable`, so creating a [`ShardNetwork`] must not dial or
+//! allocate much: it clones a cached tonic client.
 //!
 //! Every request names its shard, the sending node and the target node; the
 //! receiver checks the target so that an address reused by another node can never
@@ -37,10 +42,11 @@ use openraft::raft::{
 };
 use ringkv_core::ShardId;
 use ringkv_proto::v1::raft_client::RaftClient;
-use ringkv_proto::v1::{RaftRequest, SnapshotChunk};
+use ringkv_proto::v1::{RaftFrameKind, RaftRequest, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::pipe::Pipe;
 use crate::raft_types::{NodeId, Snapshot, TypeConfig, Vote};
 
 /// Largest gRPC message on the Raft port, both directions. AppendEntries batches
@@ -50,12 +56,26 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
 /// Snapshot data per streamed chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Encoded Raft messages up to this size go through the peer's pipe; larger
+/// ones take a unary call, so one shard's bulk catch-up never queues every
+/// other shard's heartbeats behind it on the shared stream.
+pub const PIPE_MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
+/// What the pool keeps per peer node.
+#[derive(Debug)]
+struct Peer {
+    addr: String,
+    client: RaftClient<Channel>,
+    /// Opened on first use, replaced once closed.
+    pipe: Option<Arc<Pipe>>,
+}
+
 /// One cached channel per peer node, shared by every shard's Raft group.
 #[derive(Debug)]
 pub struct PeerPool {
     self_id: NodeId,
     connect_timeout: Duration,
-    peers: Mutex<HashMap<NodeId, (String, RaftClient<Channel>)>>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
     /// Test-only fault injection: peers cut off from this node's Raft traffic in
     /// both directions (empty in production).
     isolated_from: RwLock<HashSet<NodeId>>,
@@ -86,10 +106,10 @@ impl PeerPool {
     /// the channel connects on first use and reconnects by itself.
     fn client(&self, target: NodeId, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
         let mut peers = self.peers.lock().expect("peer pool lock poisoned");
-        if let Some((known, client)) = peers.get(&target)
-            && known == addr
+        if let Some(peer) = peers.get(&target)
+            && peer.addr == addr
         {
-            return Ok(client.clone());
+            return Ok(peer.client.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
@@ -100,8 +120,24 @@ impl PeerPool {
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        peers.insert(target, (addr.to_string(), client.clone()));
+        peers.insert(target, Peer { addr: addr.to_string(), client: client.clone(), pipe: None });
         Ok(client)
+    }
+
+    /// The open pipe to `target`, opening one when there is none or the last
+    /// one closed. Never dials itself: the pipe's task does.
+    fn pipe(&self, target: NodeId, addr: &str) -> Result<Arc<Pipe>, tonic::transport::Error> {
+        let client = self.client(target, addr)?;
+        let mut peers = self.peers.lock().expect("peer pool lock poisoned");
+        let peer = peers.get_mut(&target).expect("client() just cached the peer");
+        match &peer.pipe {
+            Some(pipe) if !pipe.is_closed() => Ok(pipe.clone()),
+            _ => {
+                let pipe = Pipe::open(client, target);
+                peer.pipe = Some(pipe.clone());
+                Ok(pipe)
+            }
+        }
     }
 }
 
@@ -117,7 +153,15 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> ShardNetwork {
         let client = self.pool.client(target, &node.addr).map_err(|e| e.to_string());
-        ShardNetwork { shard: self.shard, from: self.pool.self_id, target, client, pool: self.pool.clone() }
+        ShardNetwork {
+            shard: self.shard,
+            from: self.pool.self_id,
+            target,
+            addr: node.addr.clone(),
+            client,
+            pipe: None,
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -127,9 +171,12 @@ pub struct ShardNetwork {
     shard: ShardId,
     from: NodeId,
     target: NodeId,
+    addr: String,
     /// `Err` when the peer's address is not a valid URI; every call then reports
     /// the peer unreachable.
     client: Result<RaftClient<Channel>, String>,
+    /// The pool's pipe to the peer, cached until it closes.
+    pipe: Option<Arc<Pipe>>,
     pool: Arc<PeerPool>,
 }
 
@@ -146,24 +193,35 @@ impl ShardNetwork {
         self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
     }
 
-    fn request(&self, payload: Vec<u8>, timeout: Duration) -> tonic::Request<RaftRequest> {
-        let mut req = tonic::Request::new(RaftRequest {
+    /// The pipe to the peer, reopened through the pool once it has closed.
+    fn pipe(&mut self) -> Result<Arc<Pipe>, Unreachable> {
+        if let Some(pipe) = &self.pipe
+            && !pipe.is_closed()
+        {
+            return Ok(pipe.clone());
+        }
+        let pipe = self.pool.pipe(self.target, &self.addr).map_err(|e| Unreachable::new(&e))?;
+        self.pipe = Some(pipe.clone());
+        Ok(pipe)
+    }
+
+    fn envelope(&self, payload: Vec<u8>) -> RaftRequest {
+        RaftRequest {
             shard: self.shard,
             from_node: self.from,
             target_node: self.target,
             format: codec::FORMAT,
             payload: payload.into(),
-        });
-        req.set_timeout(timeout);
-        req
+        }
     }
 
-    /// Sends one unary Raft RPC and decodes the remote result.
+    /// Sends one Raft message — on the pipe when small, else as a unary call —
+    /// and decodes the remote result.
     async fn call<Req, Resp>(
-        &self,
+        &mut self,
         rpc: &Req,
         option: &RPCOption,
-        vote: bool,
+        kind: RaftFrameKind,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
     where
         Req: serde::Serialize,
@@ -171,11 +229,22 @@ impl ShardNetwork {
     {
         let payload = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let req = self.request(payload, option.hard_ttl());
-        let reply = if vote { client.vote(req).await } else { client.append_entries(req).await };
-        let reply = reply.map_err(status_to_rpc_error)?.into_inner();
+        let timeout = option.hard_ttl();
+        let reply = if payload.len() <= PIPE_MAX_PAYLOAD_BYTES {
+            let pipe = self.pipe().map_err(RPCError::Unreachable)?;
+            pipe.call(kind, self.envelope(payload), timeout).await
+        } else {
+            let mut req = tonic::Request::new(self.envelope(payload));
+            req.set_timeout(timeout);
+            let reply = match kind {
+                RaftFrameKind::Vote => client.vote(req).await,
+                _ => client.append_entries(req).await,
+            };
+            reply.map(|r| r.into_inner().payload)
+        };
+        let reply = reply.map_err(status_to_rpc_error)?;
         let result: Result<Resp, RaftError<NodeId>> =
-            codec::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            codec::decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -197,7 +266,7 @@ impl RaftNetwork<TypeConfig> for ShardNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, false).await
+        self.call(&rpc, &option, RaftFrameKind::AppendEntries).await
     }
 
     async fn vote(
@@ -205,7 +274,7 @@ impl RaftNetwork<TypeConfig> for ShardNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, true).await
+        self.call(&rpc, &option, RaftFrameKind::Vote).await
     }
 
     /// Never used: 0.9 replication sends snapshots through `full_snapshot`.

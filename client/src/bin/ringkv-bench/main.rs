@@ -134,7 +134,7 @@ async fn preload(target: &Arc<Target>, keys: usize, value: &[u8]) -> Result<(), 
         .map(|w| {
             let (target, value) = (target.clone(), value.to_vec());
             tokio::spawn(async move {
-                let mut conn = target.conn().await?;
+                let mut conn = target.conn(w).await?;
                 for i in (w..keys).step_by(64) {
                     conn.put(&key(i), &value, false).await?;
                 }
@@ -163,7 +163,7 @@ async fn measure(
     let measure_from = Instant::now() + warmup;
     let mut workers = Vec::new();
     for w in 0..concurrency {
-        let mut conn = target.conn().await?;
+        let mut conn = target.conn(w).await?;
         let (stop, keys, value) = (stop.clone(), keys.clone(), value.to_vec());
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(w as u64);

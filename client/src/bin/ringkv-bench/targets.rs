@@ -60,26 +60,42 @@ pub enum Conn {
 /// Session TTL used by the TTL operations, in seconds.
 pub const SESSION_TTL_SECS: u64 = 60;
 
-/// A target's shared client: ringkv and etcd clients multiplex every worker's
-/// requests over HTTP/2 (as an application would share one client); Redis gets
-/// a connection per worker (one request per round trip, no implicit pipelining).
+/// HTTP/2 clients (each with its own connections) that the workers of a
+/// ringkv or etcd target share, worker `w` using client `w % CLIENTS`: as the
+/// anchors' load generator does for etcd ("min(clients, 8) clients"), so that
+/// neither server is held to one connection's worth of its CPU.
+pub const CLIENTS: usize = 8;
+
+/// A target's shared clients: ringkv and etcd workers multiplex their requests
+/// over [`CLIENTS`] HTTP/2 clients (as an application's instances would); Redis
+/// gets a connection per worker (one request per round trip, no implicit
+/// pipelining).
 pub enum Target {
-    Ringkv(Client),
-    Etcd { client: Etcd, lease: i64 },
+    Ringkv(Vec<Client>),
+    Etcd { clients: Vec<Etcd>, lease: i64 },
     Redis(redis::Client),
 }
 
 impl Target {
     pub async fn connect(spec: &TargetSpec) -> Result<Target, String> {
         Ok(match spec {
-            TargetSpec::RingkvRouter(addr) => Target::Ringkv(ringkv(vec![addr.clone()], Routing::ViaSeeds)?),
-            TargetSpec::RingkvDirect(addrs) => Target::Ringkv(ringkv(addrs.clone(), Routing::Direct)?),
+            TargetSpec::RingkvRouter(addr) => Target::Ringkv(
+                (0..CLIENTS)
+                    .map(|_| ringkv(vec![addr.clone()], Routing::ViaSeeds))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TargetSpec::RingkvDirect(addrs) => Target::Ringkv(
+                (0..CLIENTS).map(|_| ringkv(addrs.clone(), Routing::Direct)).collect::<Result<_, _>>()?,
+            ),
             TargetSpec::Etcd(addrs) => {
-                let mut client = Etcd::connect(addrs).await?;
+                let mut clients = Vec::new();
+                for _ in 0..CLIENTS {
+                    clients.push(Etcd::connect(addrs).await?);
+                }
                 // One lease for the TTL operations: granting one per put would
                 // measure lease grants, not writes.
-                let lease = client.lease_grant(3600).await?;
-                Target::Etcd { client, lease }
+                let lease = clients[0].lease_grant(3600).await?;
+                Target::Etcd { clients, lease }
             }
             TargetSpec::Redis(addr) => Target::Redis(
                 redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("redis: {e}"))?,
@@ -87,11 +103,13 @@ impl Target {
         })
     }
 
-    /// A connection for one worker.
-    pub async fn conn(&self) -> Result<Conn, String> {
+    /// A connection for worker `worker`.
+    pub async fn conn(&self, worker: usize) -> Result<Conn, String> {
         Ok(match self {
-            Target::Ringkv(client) => Conn::Ringkv(client.clone()),
-            Target::Etcd { client, lease } => Conn::Etcd { client: client.clone(), lease: *lease },
+            Target::Ringkv(clients) => Conn::Ringkv(clients[worker % clients.len()].clone()),
+            Target::Etcd { clients, lease } => {
+                Conn::Etcd { client: clients[worker % clients.len()].clone(), lease: *lease }
+            }
             Target::Redis(client) => Conn::Redis(
                 client.get_multiplexed_async_connection().await.map_err(|e| format!("redis: {e}"))?,
             ),

@@ -9,13 +9,19 @@
 # sudo). Writes the results to docs/benchmarks.md (dated, with the machine and
 # the command) unless --out says otherwise.
 #
+# Then, on a fresh 3-node cluster, the operational numbers (ringkv-ops-bench):
+# RSS and bytes per key with --ops-keys keys of 256 B (beside Redis's
+# used_memory per key for the same keys), restart-to-serving of a loaded node,
+# the failover window after killing a leader, and write throughput during a
+# rebalance onto a fourth node. --ops-keys 0 skips them.
+#
 #   scripts/bench.sh [--duration S] [--warmup S] [--workloads LIST]
-#                    [--concurrency LIST] [--keys N] [--out FILE]
+#                    [--concurrency LIST] [--keys N] [--ops-keys N] [--out FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-duration=10 warmup=2 keys=10000
+duration=10 warmup=2 keys=10000 ops_keys=1000000
 workloads=write,read,stale-read,ycsb-a,ycsb-b,sessions,hot-key
 concurrency=1,16,64,256
 out=docs/benchmarks.md
@@ -26,8 +32,9 @@ while [ $# -gt 0 ]; do
     --workloads) workloads=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --keys) keys=$2; shift 2 ;;
+    --ops-keys) ops_keys=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -50,6 +57,7 @@ fi
 
 cargo build --release -q --bin ringkv
 cargo build --release -q -p ringkv-client --features bench --bin ringkv-bench
+cargo build --release -q -p ringkv-tests --bin ringkv-ops-bench --bin ringkv-test-node
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d -t ringkv-bench.XXXXXX)
@@ -130,6 +138,47 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
   --duration "$duration" --warmup "$warmup" --keys "$keys" --preload \
   --json "$work/results.json" --markdown "$work/results.md"
 
+# --- operational numbers -------------------------------------------------------
+ops=""
+if [ "$ops_keys" -gt 0 ]; then
+  # The workload clusters are no longer needed; stop them so the loaded one has the machine.
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+  # Redis: used_memory per key for the same number of 16 B keys with 256 B values.
+  redis-server --port 26381 --save "" --appendonly no >"$work/redis-mem2.log" 2>&1 &
+  pids+=($!)
+  wait_for redis-mem2 redis-cli -p 26381 ping
+  used_memory() { redis-cli -p 26381 info memory | awk -F: '/^used_memory:/ { print $2 }' | tr -d '\r'; }
+  base=$(used_memory)
+  python3 - "$ops_keys" <<'EOF' | redis-cli -p 26381 --pipe >/dev/null
+import sys
+n = int(sys.argv[1])
+value = "v" * 256
+for i in range(n):
+    sys.stdout.write("*3\r\n$3\r\nSET\r\n$16\r\nk%015d\r\n$256\r\n%s\r\n" % (i, value))
+EOF
+  loaded=$(used_memory)
+  count=$(redis-cli -p 26381 dbsize)
+  redis_per_key=$(( (loaded - base) / count ))
+  echo "redis: $count keys, used_memory $(( base >> 20 )) -> $(( loaded >> 20 )) MiB, $redis_per_key B per key" >&2
+  "$bin/ringkv-ops-bench" --keys "$ops_keys" --value-bytes 256 --json "$work/ops.json" | tee "$work/ops.txt" >&2
+  ops=$(python3 - "$work/ops.json" "$redis_per_key" "$ops_keys" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); redis = float(sys.argv[2]); keys = int(sys.argv[3])
+per_key = r["bytes_per_key_median"]
+print("| measurement | ringkv | reference | target |")
+print("|---|---|---|---|")
+print(f"| bytes per key, {keys:,} keys of 256 B (RSS growth per node) | {per_key:,.0f} B | Redis used_memory: {redis:,.0f} B ({per_key / redis:.2f}×) | ≤ 2× Redis |")
+print(f"| RSS per node after the load | {', '.join(f'{m:,.0f} MiB' for m in r['rss_mib_after_load'])} | | |")
+print(f"| restart of a node with {keys:,} keys, until it serves | {r['restart_to_serving_secs']:.2f} s | | < 5 s |")
+print(f"| failover: leader killed → first acknowledged write per shard it led | median {r['failover_median_secs']:.2f} s, worst {r['failover_worst_secs']:.2f} s | | |")
+print(f"| writes/s (64 clients) before / during a rebalance onto a 4th node | {r['rebalance_before_writes_per_sec']:,.0f} / {r['rebalance_during_writes_per_sec']:,.0f} ({r['rebalance_moves']} moves in {r['rebalance_secs']:.1f} s, {r['rebalance_errors']} errors) | | |")
+print(f"| load rate (64 clients, client library) | {r['load_writes_per_sec']:,.0f} writes/s | | |")
+EOF
+)
+fi
+
 mkdir -p "$(dirname "$out")"
 {
   echo "# Benchmarks: ringkv, etcd and Redis on one machine"
@@ -145,5 +194,13 @@ mkdir -p "$(dirname "$out")"
   echo "| Redis | $(redis-server --version | awk '{print $3}'), \`redis-aof\` = appendfsync always, \`redis-mem\` = no persistence |"
   echo "| load | closed loop, one request per round trip per client, ${keys} keys of 16 B, 256 B values, ${warmup} s warm-up, ${duration} s measured per cell |"
   cat "$work/results.md"
+  if [ -n "$ops" ]; then
+    echo
+    echo "## Operations: memory, restart, failover, rebalance"
+    echo
+    echo "A fresh 3-node cluster (32 shards, 3 replicas) loaded with $ops_keys keys by \`ringkv-ops-bench\`; Redis loaded with the same keys (\`redis-cli --pipe\`)."
+    echo
+    echo "$ops"
+  fi
 } >"$out"
 echo "results written to $out" >&2

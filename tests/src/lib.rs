@@ -9,6 +9,7 @@
 //!
 //! Nodes keep their port across restarts, since Raft membership records addresses.
 
+pub mod bench;
 pub mod chaos;
 pub mod checker;
 pub mod nemesis;
@@ -178,6 +179,11 @@ impl Process {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The OS process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&self) -> bool {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
 use ringkv_client::{Client, ClientOptions, Routing};
 use ringkv_tests::Cluster;
+use ringkv_tests::bench::{closed_loop_writes, percentile};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -34,50 +36,17 @@ fn client(router: &str) -> Client {
     Client::connect(vec![router.to_string()], opts).expect("client")
 }
 
-/// Latencies of the writes completed while `run` was set, and the errors.
-async fn workload(
-    router: String,
-    clients: usize,
-    keys: usize,
-    value: String,
-    run: Arc<AtomicBool>,
-) -> (Vec<Duration>, usize) {
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (client, value, run) = (client(&router), value.clone(), run.clone());
-            tokio::spawn(async move {
-                let (mut latencies, mut errors, mut i) = (Vec::new(), 0usize, c);
-                while run.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    match client.put(format!("key-{}", i % keys), value.clone(), Default::default()).await {
-                        Ok(_) => latencies.push(started.elapsed()),
-                        Err(_) => errors += 1,
-                    }
-                    i += clients;
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        let (latencies, e) = task.await.expect("writer");
-        all.extend(latencies);
-        errors += e;
-    }
-    all.sort();
-    (all, errors)
+/// The workload's keys.
+fn key(i: usize) -> Bytes {
+    Bytes::from(format!("key-{i}"))
 }
 
 fn summary(name: &str, latencies: &[Duration], errors: usize, elapsed: Duration) {
-    let pct = |p: f64| {
-        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-    };
     println!(
         "{name:8} {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}  errors {errors}",
         latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50).copied().unwrap_or_default(),
-        pct(0.99).copied().unwrap_or_default(),
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),
     );
 }
@@ -112,7 +81,14 @@ async fn main() {
     // Before.
     let run = Arc::new(AtomicBool::new(true));
     let started = Instant::now();
-    let before = tokio::spawn(workload(router.clone(), args.clients, args.keys, value.clone(), run.clone()));
+    let before = tokio::spawn(closed_loop_writes(
+        client(&router),
+        args.clients,
+        args.keys,
+        key,
+        Bytes::from(value.clone()),
+        run.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
     run.store(false, Ordering::Relaxed);
     let (latencies, errors) = before.await.expect("workload");
@@ -127,7 +103,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let run = Arc::new(AtomicBool::new(true));
-    let during = tokio::spawn(workload(router.clone(), args.clients, args.keys, value.clone(), run.clone()));
+    let during = tokio::spawn(closed_loop_writes(
+        client(&router),
+        args.clients,
+        args.keys,
+        key,
+        Bytes::from(value.clone()),
+        run.clone(),
+    ));
     let started = Instant::now();
     let drained = admin.drain_node(3, 0, 0).await.expect("drain node 3");
     let status = loop {

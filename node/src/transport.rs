@@ -2,7 +2,7 @@
 //!
 //! Every shard's Raft group on a node shares one [`PeerPool`]: one lazily
 //! connecting HTTP/2 channel per peer node, cloned into each group's network
-//! handles, and on it one [`Pipe`] — a long-lived stream that carries the
+//! handles, and on it one `Pipe` — a long-lived stream that carries the
 //! AppendEntries and Vote messages of every shard (see `pipe.rs` for why).
 //! Messages larger than [`PIPE_MAX_PAYLOAD_BYTES`] (catch-up batches, large
 //! values) take a unary call of their own instead, so they never hold up

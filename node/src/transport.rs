@@ -184,13 +184,19 @@ impl ShardNetwork {
     /// The peer's client, unless the peer is unreachable (a bad address, or cut
     /// off by test fault injection).
     fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
+        self.check_not_isolated()?;
+        self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+    }
+
+    /// Test fault injection: the peer is unreachable while cut off.
+    fn check_not_isolated(&self) -> Result<(), Unreachable> {
         if self.pool.is_isolated_from(self.target) {
             return Err(Unreachable::new(&std::io::Error::other(format!(
                 "node {} is partitioned from node {} (test fault)",
                 self.from, self.target
             ))));
         }
-        self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+        Ok(())
     }
 
     /// The pipe to the peer, reopened through the pool once it has closed.
@@ -228,12 +234,13 @@ impl ShardNetwork {
         Resp: serde::de::DeserializeOwned,
     {
         let payload = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.client().map_err(RPCError::Unreachable)?;
         let timeout = option.hard_ttl();
         let reply = if payload.len() <= PIPE_MAX_PAYLOAD_BYTES {
+            self.check_not_isolated().map_err(RPCError::Unreachable)?;
             let pipe = self.pipe().map_err(RPCError::Unreachable)?;
             pipe.call(kind, self.envelope(payload), timeout).await
         } else {
+            let mut client = self.client().map_err(RPCError::Unreachable)?;
             let mut req = tonic::Request::new(self.envelope(payload));
             req.set_timeout(timeout);
             let reply = match kind {

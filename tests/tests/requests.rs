@@ -9,8 +9,8 @@ use ringkv_core::limits::{MAX_KEY_BYTES, MAX_TTL_MS};
 use ringkv_core::placement::shard_for_key;
 use ringkv_proto::v1::raft_client::RaftClient;
 use ringkv_proto::v1::{
-    DeleteRequest, ErrorDetail, GetRequest, IncrementRequest, PutRequest, RaftRequest, SnapshotChunk,
-    TouchRequest, error_detail, put_request,
+    DeleteRequest, ErrorDetail, GetRequest, IncrementRequest, PutRequest, RaftFrame, RaftFrameKind,
+    RaftRequest, SnapshotChunk, TouchRequest, error_detail, put_request,
 };
 use ringkv_tests::{Cluster, KvReply, KvRequest, not_leader, send};
 use tonic::Code;
@@ -265,6 +265,62 @@ async fn garbage_raft_rpcs_are_rejected_without_harm() {
     // The node is unharmed.
     call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");
     assert!(get(&cluster, b"still").await.found);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_raft_pipe_frames_get_their_own_errors_and_the_pipe_stays_open() {
+    let cluster = single_node(&[]).await;
+    let node = &cluster.nodes[0];
+    let mut raft = RaftClient::new(node.channel());
+    let envelope = |shard, target, payload: &[u8]| RaftRequest {
+        shard,
+        from_node: 99,
+        target_node: target,
+        format: 1,
+        payload: Bytes::copy_from_slice(payload),
+    };
+    let garbage = [0xffu8, 0x13, 0x37, 0x00, 0x42];
+    // A vote of the real leader's term but another candidate: a valid frame the
+    // node answers with a vote refusal (a reply, not an error).
+    let vote = openraft::raft::VoteRequest { vote: openraft::Vote::new(0, 99u64), last_log_id: None };
+    let vote = ringkv_node::codec::encode(&vote).expect("encode");
+    let frame = |id, kind: RaftFrameKind, request| RaftFrame { id, kind: kind as i32, request };
+    let frames = vec![
+        frame(10, RaftFrameKind::AppendEntries, Some(envelope(1, 1, &garbage))),
+        frame(11, RaftFrameKind::Vote, Some(envelope(1, 2, &garbage))),
+        frame(12, RaftFrameKind::Vote, Some(envelope(999, 1, &garbage))),
+        frame(13, RaftFrameKind::Unspecified, Some(envelope(1, 1, &garbage))),
+        frame(14, RaftFrameKind::AppendEntries, None),
+        frame(15, RaftFrameKind::Vote, Some(envelope(1, 1, &vote))),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for f in frames {
+        tx.send(f).expect("queue frame");
+    }
+    let mut rx = rx;
+    let outgoing = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut replies = raft.pipe(outgoing).await.expect("open pipe").into_inner();
+    let mut codes = std::collections::BTreeMap::new();
+    while codes.len() < 6 {
+        let reply = tokio::time::timeout(TIMEOUT, replies.message())
+            .await
+            .expect("a reply in time")
+            .expect("the pipe stays open")
+            .expect("a reply, not the end");
+        assert!(codes.insert(reply.id, Code::from_i32(reply.code)).is_none(), "two replies for {}", reply.id);
+    }
+    let want = [
+        (10, Code::InvalidArgument),
+        (11, Code::FailedPrecondition),
+        (12, Code::NotFound),
+        (13, Code::InvalidArgument),
+        (14, Code::InvalidArgument),
+        (15, Code::Ok),
+    ];
+    assert_eq!(codes, want.into_iter().collect());
+    drop(tx);
+    // The node is unharmed.
+    call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,14 +14,14 @@
 //! Prints one line per measurement, and the same as JSON with `--json`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
 use ringkv_client::{Client, ClientOptions};
 use ringkv_tests::Cluster;
-use ringkv_tests::bench::{closed_loop_writes, percentile as pct};
+use ringkv_tests::bench::{percentile as pct, wait_rebalance_ended, wait_registered, writes_while};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -96,6 +96,7 @@ async fn settle(cluster: &Cluster, timeout: Duration) {
             return;
         }
         assert!(Instant::now() < deadline, "{behind} replicas still behind after {timeout:?}");
+        // Poll interval: nothing pushes a replica's progress.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -186,6 +187,7 @@ async fn main() {
             }
         }
         assert!(Instant::now() < deadline, "node 3 did not serve again within 120 s");
+        // Poll interval: short, since this is the measured restart time.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let serving = restarting.elapsed();
@@ -213,10 +215,22 @@ async fn main() {
     let writes: Vec<_> = keys_of
         .into_iter()
         .map(|k| {
-            let (client, value) = (client.with_timeout(Duration::from_secs(30)), value.clone());
+            let (client, value) = (client.clone(), value.clone());
             tokio::spawn(async move {
-                client.put(k, value, Default::default()).await.expect("write after failover");
-                killed.elapsed()
+                // A write that was already on its way to the killed node fails
+                // with an unknown outcome (the client never resends a write);
+                // this one is idempotent, so send it again, as an application
+                // that knows that would.
+                let deadline = killed + Duration::from_secs(30);
+                loop {
+                    match client.put(k.clone(), value.clone(), Default::default()).await {
+                        Ok(_) => return killed.elapsed(),
+                        Err(e) => assert!(
+                            Instant::now() < deadline,
+                            "no write acknowledged 30 s after the kill: {e}"
+                        ),
+                    }
+                }
             })
         })
         .collect();
@@ -239,73 +253,42 @@ async fn main() {
     cluster.nodes[0].start().await;
     settle(&cluster, Duration::from_secs(120)).await;
 
-    // Rebalance onto a fourth node, under write load.
-    let run = Arc::new(AtomicBool::new(true));
-    let started = Instant::now();
-    let baseline = tokio::spawn(closed_loop_writes(
-        client.clone(),
-        args.clients,
-        args.keys,
-        key,
-        value.clone(),
-        run.clone(),
-    ));
-    tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
-    run.store(false, Ordering::Relaxed);
-    let (lat, errors) = baseline.await.expect("workload");
-    let base_rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    // Rebalance onto a fourth node, under write load. The baseline's window is
+    // a measurement period, not a wait for anything.
+    let baseline = tokio::time::sleep(Duration::from_secs(args.baseline_secs));
+    let ((), before) = writes_while(&client, args.clients, args.keys, key, value.clone(), baseline).await;
     println!(
-        "rebalance: before  {base_rate:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  errors {errors}",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99)
+        "rebalance: before  {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  errors {}",
+        before.per_sec(),
+        before.percentile(0.5),
+        before.percentile(0.99),
+        before.errors
     );
     let seed = cluster.nodes[0].addr.clone();
     let four = cluster.add_node(&seed, &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let epoch = loop {
-        if let Ok(status) = client.cluster_status().await
-            && status.nodes.iter().any(|n| n.id == four)
-        {
-            break status.epoch;
-        }
-        assert!(Instant::now() < deadline, "node {four} never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let epoch = wait_registered(&client, four, Duration::from_secs(30)).await;
+    let rebalance = async {
+        client.start_rebalance(epoch, 0, 0).await.expect("start rebalance");
+        wait_rebalance_ended(&client, Duration::from_secs(600)).await
     };
-    let run = Arc::new(AtomicBool::new(true));
-    let during = tokio::spawn(closed_loop_writes(
-        client.clone(),
-        args.clients,
-        args.keys,
-        key,
-        value.clone(),
-        run.clone(),
-    ));
-    let started = Instant::now();
-    client.start_rebalance(epoch, 0, 0).await.expect("start rebalance");
-    let status = loop {
-        let status = client.rebalance_status().await.expect("rebalance status");
-        if status.state != "running" {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let took = started.elapsed();
-    run.store(false, Ordering::Relaxed);
-    let (lat, errors) = during.await.expect("workload");
-    let during_rate = lat.len() as f64 / took.as_secs_f64();
+    let (status, during) =
+        writes_while(&client, args.clients, args.keys, key, value.clone(), rebalance).await;
     println!(
-        "rebalance: during  {during_rate:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  errors {errors}  ({} moves, {}, {took:.1?}, {:.1} MiB copied)",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
+        "rebalance: during  {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  errors {}  ({} moves, {}, {:.1?}, {:.1} MiB copied)",
+        during.per_sec(),
+        during.percentile(0.5),
+        during.percentile(0.99),
+        during.errors,
         status.moves.len(),
         status.state,
+        during.elapsed,
         mib(status.bytes_copied)
     );
-    results.insert("rebalance_before_writes_per_sec".into(), base_rate.into());
-    results.insert("rebalance_during_writes_per_sec".into(), during_rate.into());
-    results.insert("rebalance_secs".into(), took.as_secs_f64().into());
+    results.insert("rebalance_before_writes_per_sec".into(), before.per_sec().into());
+    results.insert("rebalance_during_writes_per_sec".into(), during.per_sec().into());
+    results.insert("rebalance_secs".into(), during.elapsed.as_secs_f64().into());
     results.insert("rebalance_moves".into(), status.moves.len().into());
-    results.insert("rebalance_errors".into(), errors.into());
+    results.insert("rebalance_errors".into(), during.errors.into());
 
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&serde_json::Value::Object(results)).expect("json");

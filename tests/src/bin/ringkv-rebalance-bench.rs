@@ -5,15 +5,13 @@
 //! prints how long the plan took, how many bytes it copied, and the client
 //! latencies before and during it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
 use ringkv_client::{Client, ClientOptions, Routing};
 use ringkv_tests::Cluster;
-use ringkv_tests::bench::{closed_loop_writes, percentile};
+use ringkv_tests::bench::{Writes, wait_rebalance_ended, wait_registered, writes_while};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -41,13 +39,14 @@ fn key(i: usize) -> Bytes {
     Bytes::from(format!("key-{i}"))
 }
 
-fn summary(name: &str, latencies: &[Duration], errors: usize, elapsed: Duration) {
+fn summary(name: &str, writes: &Writes) {
     println!(
-        "{name:8} {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}  errors {errors}",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(latencies, 0.50),
-        percentile(latencies, 0.99),
-        latencies.last().copied().unwrap_or_default(),
+        "{name:8} {:>7.0} writes/s  p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}  errors {}",
+        writes.per_sec(),
+        writes.percentile(0.50),
+        writes.percentile(0.99),
+        writes.latencies.last().copied().unwrap_or_default(),
+        writes.errors,
     );
 }
 
@@ -78,52 +77,24 @@ async fn main() {
     }
     println!("loaded {} keys of {} B in {:.1?}", args.keys, args.value_bytes, loading.elapsed());
 
-    // Before.
-    let run = Arc::new(AtomicBool::new(true));
-    let started = Instant::now();
-    let before = tokio::spawn(closed_loop_writes(
-        client(&router),
-        args.clients,
-        args.keys,
-        key,
-        Bytes::from(value.clone()),
-        run.clone(),
-    ));
-    tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
-    run.store(false, Ordering::Relaxed);
-    let (latencies, errors) = before.await.expect("workload");
-    summary("before", &latencies, errors, started.elapsed());
+    // Before: the window is a measurement period, not a wait for anything.
+    let writer = client(&router);
+    let value = Bytes::from(value);
+    let baseline = tokio::time::sleep(Duration::from_secs(args.baseline_secs));
+    let ((), before) = writes_while(&writer, args.clients, args.keys, key, value.clone(), baseline).await;
+    summary("before", &before);
 
     // During: a fourth node joins, the third drains; the data shard moves 3 -> 4.
     let admin = client(&router);
     let four = cluster.add_node(&router, &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !admin.cluster_status().await.is_ok_and(|s| s.nodes.iter().any(|n| n.id == four)) {
-        assert!(Instant::now() < deadline, "node {four} never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let run = Arc::new(AtomicBool::new(true));
-    let during = tokio::spawn(closed_loop_writes(
-        client(&router),
-        args.clients,
-        args.keys,
-        key,
-        Bytes::from(value.clone()),
-        run.clone(),
-    ));
-    let started = Instant::now();
-    let drained = admin.drain_node(3, 0, 0).await.expect("drain node 3");
-    let status = loop {
-        let status = admin.rebalance_status().await.expect("status");
-        if status.state != "running" {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_registered(&admin, four, Duration::from_secs(30)).await;
+    let drain = async {
+        let drained = admin.drain_node(3, 0, 0).await.expect("drain node 3");
+        (drained, wait_rebalance_ended(&admin, Duration::from_secs(600)).await)
     };
-    let took = started.elapsed();
-    run.store(false, Ordering::Relaxed);
-    let (latencies, errors) = during.await.expect("workload");
-    summary("during", &latencies, errors, took);
+    let ((drained, status), during) = writes_while(&writer, args.clients, args.keys, key, value, drain).await;
+    summary("during", &during);
+    let took = during.elapsed;
     println!(
         "rebalance {}: {} moves (data shard and meta shard) in {took:.2?}, {} bytes copied ({:.1} MiB/s)",
         status.state,

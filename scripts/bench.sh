@@ -91,6 +91,9 @@ wait_for etcd env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health
 leader=$(ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w table \
   | awk -F'|' '$6 ~ /true/ { gsub(/ /, "", $2); print $2 }' | head -1)
 leader=${leader:-127.0.0.1:23791}
+# The leader, then the other members (ringkv-bench defragments every member
+# between runs and sends requests to the first).
+etcd_members=$leader$(tr ',' '\n' <<<"$endpoints" | grep -vx "$leader" | sed 's/^/,/' | tr -d '\n')
 
 # --- Redis: appendfsync always, and no persistence ---------------------------
 mkdir -p "$work/redis-aof" "$work/redis-mem"
@@ -131,7 +134,7 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 "$bin/ringkv-bench" \
   --target ringkv-router=127.0.0.1:27000 \
   --target ringkv-direct=127.0.0.1:27001,127.0.0.1:27002,127.0.0.1:27003 \
-  --target "etcd=$leader" \
+  --target "etcd=$etcd_members" \
   --target redis:redis-aof=127.0.0.1:26379 \
   --target redis:redis-mem=127.0.0.1:26380 \
   --workload "$workloads" --concurrency "$concurrency" \
@@ -190,7 +193,7 @@ mkdir -p "$(dirname "$out")"
   echo "| machine | $cpus CPUs ($cpu_model), $mem, $(uname -sr) |"
   echo "| disk | fdatasync of a 4 KiB append: $fsync_us |"
   echo "| ringkv | 3 nodes + router (\`ringkv dev\`, 32 shards), release build; \`ringkv-direct\` = client library to the nodes |"
-  echo "| etcd | $(etcd --version 2>/dev/null | head -1), 3 members, requests to the leader ($leader) |"
+  echo "| etcd | $(etcd --version 2>/dev/null | head -1), 3 members, requests to the leader ($leader), compacted to the current revision and defragmented before every run |"
   echo "| Redis | $(redis-server --version | awk '{print $3}'), \`redis-aof\` = appendfsync always, \`redis-mem\` = no persistence |"
   echo "| load | closed loop, one request per round trip per client, ${keys} keys of 16 B, 256 B values, ${warmup} s warm-up, ${duration} s measured per cell |"
   cat "$work/results.md"

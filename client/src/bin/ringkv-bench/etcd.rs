@@ -25,10 +25,37 @@ pub struct KeyValue {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseHeader {
+    /// The store's revision when the request was served.
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct RangeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
     #[prost(message, repeated, tag = "2")]
     pub kvs: Vec<KeyValue>,
 }
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionRequest {
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// Reply only once the compaction has been applied to the backend.
+    #[prost(bool, tag = "2")]
+    pub physical: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionResponse {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentResponse {}
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {
@@ -111,6 +138,25 @@ impl Etcd {
     pub async fn delete(&mut self, key: &[u8]) -> Result<(), String> {
         let req = DeleteRangeRequest { key: key.to_vec() };
         self.unary::<_, DeleteRangeResponse>("/etcdserverpb.KV/DeleteRange", req).await.map(|_| ())
+    }
+
+    /// Drops every revision older than the current one and waits until the
+    /// backend has dropped them.
+    pub async fn compact(&mut self) -> Result<(), String> {
+        let now = self.range(b"\0", true).await?.header.map_or(0, |h| h.revision);
+        let req = CompactionRequest { revision: now, physical: true };
+        match self.unary::<_, CompactionResponse>("/etcdserverpb.KV/Compact", req).await {
+            // Nothing was written since the last compaction.
+            Err(e) if e.contains("required revision has been compacted") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Rewrites this member's backend file without the space freed by compaction.
+    pub async fn defragment(&mut self) -> Result<(), String> {
+        self.unary::<_, DefragmentResponse>("/etcdserverpb.Maintenance/Defragment", DefragmentRequest {})
+            .await
+            .map(|_| ())
     }
 
     pub async fn lease_grant(&mut self, ttl_secs: i64) -> Result<i64, String> {

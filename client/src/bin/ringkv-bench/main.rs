@@ -110,6 +110,7 @@ async fn run(args: Args) -> Result<(), String> {
         for &concurrency in &concurrencies {
             for (label, target) in &targets {
                 let timing = (Duration::from_secs(args.warmup), Duration::from_secs(args.duration));
+                target.prepare().await.map_err(|e| format!("preparing {label}: {e}"))?;
                 let result = measure(label, target, workload, concurrency, timing, &keys, &value).await?;
                 println!("{}", result.row());
                 results.push(result);

@@ -14,11 +14,11 @@ use ringkv_core::limits::{DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, che
 use ringkv_core::{Epoch, META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
-use ringkv_proto::v1::kv_client::KvClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
+use crate::kv_pipe::{self, KvPipe, KvRequest};
 use crate::route_table::{ClusterView, RouteTable};
 use crate::routing::{Attempts, BackoffPolicy, Step};
 
@@ -185,9 +185,10 @@ pub struct Client {
 struct Inner {
     opts: ClientOptions,
     table: Mutex<RouteTable>,
-    /// One lazily connecting channel per address in use: seeds, the map's nodes
-    /// and redirect targets. Pruned to those whenever a map is installed.
-    channels: Mutex<HashMap<String, Channel>>,
+    /// One link (a lazily connecting channel and its KV pipe) per address in
+    /// use: seeds, the map's nodes and redirect targets. Pruned to those
+    /// whenever a map is installed.
+    links: Mutex<HashMap<String, Arc<Link>>>,
     /// Held by the one map refresh in flight; [`Client::refresh_map`] callers
     /// queue on it and then reuse the map it installed.
     refresh_lock: tokio::sync::Mutex<()>,
@@ -232,7 +233,7 @@ impl Client {
         let inner = Inner {
             opts,
             table: Mutex::new(table),
-            channels: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
         };
         Ok(Client { inner: Arc::new(inner), request_timeout })
@@ -261,9 +262,9 @@ impl Client {
         let op = Op::kv("get", self.shard_of(&key), false, stale);
         let max = self.max_message_bytes();
         let response = self
-            .run(op, |channel, timeout| {
+            .run(op, |link, timeout| {
                 let request = proto::GetRequest { key: key.clone(), consistency: consistency.into() };
-                async move { kv(channel, max).get(with_timeout(request, timeout)).await }
+                async move { link.call(request, timeout, max).await }
             })
             .await?;
         Ok(response.found.then(|| GetResult {
@@ -292,9 +293,9 @@ impl Client {
         let op = Op::kv("put", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
-            .run(op, |channel, timeout| {
+            .run(op, |link, timeout| {
                 let request = proto::PutRequest { key: key.clone(), value: value.clone(), ttl_ms, condition };
-                async move { kv(channel, max).put(with_timeout(request, timeout)).await }
+                async move { link.call(request, timeout, max).await }
             })
             .await?;
         Ok(PutResult { succeeded: response.succeeded, version: response.version })
@@ -311,9 +312,9 @@ impl Client {
         let op = Op::kv("delete", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
-            .run(op, |channel, timeout| {
+            .run(op, |link, timeout| {
                 let request = proto::DeleteRequest { key: key.clone(), if_version };
-                async move { kv(channel, max).delete(with_timeout(request, timeout)).await }
+                async move { link.call(request, timeout, max).await }
             })
             .await?;
         Ok(DeleteResult { deleted: response.deleted, version: response.version })
@@ -327,9 +328,9 @@ impl Client {
         let op = Op::kv("touch", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
-            .run(op, |channel, timeout| {
+            .run(op, |link, timeout| {
                 let request = proto::TouchRequest { key: key.clone(), ttl_ms };
-                async move { kv(channel, max).touch(with_timeout(request, timeout)).await }
+                async move { link.call(request, timeout, max).await }
             })
             .await?;
         Ok(TouchResult { found: response.found, ttl_ms: nonzero(response.ttl_ms) })
@@ -350,9 +351,9 @@ impl Client {
         let op = Op::kv("increment", self.shard_of(&key), true, false);
         let max = self.max_message_bytes();
         let response = self
-            .run(op, |channel, timeout| {
+            .run(op, |link, timeout| {
                 let request = proto::IncrementRequest { key: key.clone(), delta, ttl_ms };
-                async move { kv(channel, max).increment(with_timeout(request, timeout)).await }
+                async move { link.call(request, timeout, max).await }
             })
             .await?;
         Ok(IncrementResult { value: response.value, version: response.version })
@@ -373,9 +374,9 @@ impl Client {
             .map(|(id, addr)| proto::NodeAddress { id, addr, state: String::new() })
             .collect();
         let op = Op { leader_confirmed: false, ..Op::kv("init_cluster", None, true, false) };
-        self.run(op, |channel, timeout| {
+        self.run(op, |link, timeout| {
             let request = proto::InitClusterRequest { nodes: nodes.clone(), shards, replicas };
-            async move { AdminClient::new(channel).init_cluster(with_timeout(request, timeout)).await }
+            async move { link.admin().init_cluster(with_timeout(request, timeout)).await }
         })
         .await
     }
@@ -389,7 +390,7 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let op = Op { leader_confirmed: true, ..Op::kv(name, Some(META_SHARD), write, false) };
-        self.run(op, |channel, timeout| call(AdminClient::new(channel), timeout)).await
+        self.run(op, |link, timeout| call(link.admin(), timeout)).await
     }
 
     /// Registers node `id` at `addr` as joining (it hosts nothing until a
@@ -561,9 +562,9 @@ impl Client {
             ..Op::kv("cluster_status", Some(META_SHARD), false, false)
         };
         let status = self
-            .run(op, |channel, timeout| async move {
+            .run(op, |link, timeout| async move {
                 let request = proto::ClusterStatusRequest { wait_for_epoch_above, wait_ms };
-                AdminClient::new(channel).cluster_status(with_timeout(request, timeout)).await
+                link.admin().cluster_status(with_timeout(request, timeout)).await
             })
             .await?;
         let installed = ClusterView::from_status(&status).map(|view| self.install(view));
@@ -576,11 +577,7 @@ impl Client {
         let mut table = self.table();
         let epoch = table.install(view);
         let in_use = table.addresses();
-        self.inner
-            .channels
-            .lock()
-            .expect("channels lock poisoned")
-            .retain(|addr, _| in_use.contains(&**addr));
+        self.inner.links.lock().expect("links lock poisoned").retain(|addr, _| in_use.contains(&**addr));
         tracing::debug!(epoch, "cluster map installed");
         epoch
     }
@@ -627,27 +624,28 @@ impl Client {
         (self.inner.opts.max_value_bytes + MAX_KEY_BYTES + 4096).max(4 << 20)
     }
 
-    /// The (lazily connecting) channel to `addr`, created on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, Error> {
-        let mut channels = self.inner.channels.lock().expect("channels lock poisoned");
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+    /// The link to `addr`, created on first use.
+    fn link(&self, addr: &str) -> Result<Arc<Link>, Error> {
+        let mut links = self.inner.links.lock().expect("links lock poisoned");
+        if let Some(link) = links.get(addr) {
+            return Ok(link.clone());
         }
         // A redirect target or map address may be unusable; that is not the
         // caller's mistake, and nothing was sent, so it is a transport error.
         let channel = endpoint(addr, &self.inner.opts)
             .map_err(|err| Error::Transport(format!("bad address {addr:?}: {err}")))?
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let link = Arc::new(Link { addr: addr.to_string(), channel, pipe: Mutex::new(None) });
+        links.insert(addr.to_string(), link.clone());
+        Ok(link)
     }
 
-    /// Runs one operation: sends it by `call` (given a channel and the attempt's
+    /// Runs one operation: sends it by `call` (given a link and the attempt's
     /// timeout) until it succeeds, [`Attempts`] gives up, the attempts run out or
     /// the deadline would pass. The returned error is the last attempt's.
     async fn run<T, F, Fut>(&self, op: Op, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Arc<Link>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let opts = &self.inner.opts;
@@ -661,10 +659,11 @@ impl Client {
             // A write that times out is not retried, so it gets all the time left.
             let timeout =
                 if op.write { remaining } else { remaining.min(opts.attempt_timeout + op.server_wait) };
-            let err = match self.channel(&addr) {
+            let err = match self.link(&addr) {
                 Err(err) => err,
-                // Dropping the call on timeout cancels the request (RST_STREAM).
-                Ok(channel) => match tokio::time::timeout(timeout, call(channel, timeout)).await {
+                // Dropping a unary call on timeout cancels the request
+                // (RST_STREAM); a piped one runs to its deadline on the server.
+                Ok(link) => match tokio::time::timeout(timeout, call(link, timeout)).await {
                     Ok(Ok(response)) => {
                         self.table().record_success(&addr, attempts.shard(), op.leader_confirmed);
                         return Ok(response.into_inner());
@@ -715,10 +714,44 @@ fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, tonic::transpo
         .tcp_nodelay(true))
 }
 
-fn kv(channel: Channel, max_message_bytes: usize) -> KvClient<Channel> {
-    KvClient::new(channel)
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+/// The client's connection to one address: a lazily connecting channel, and
+/// the KV pipe on it, opened on first use and reopened after it closes.
+#[derive(Debug)]
+struct Link {
+    addr: String,
+    channel: Channel,
+    pipe: Mutex<Option<Arc<KvPipe>>>,
+}
+
+impl Link {
+    fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// One KV call: on the pipe if the request is small, else unary.
+    async fn call<R: KvRequest>(
+        &self,
+        request: R,
+        timeout: Duration,
+        max_message_bytes: usize,
+    ) -> Result<tonic::Response<R::Response>, tonic::Status> {
+        let pipe = self.pipe(max_message_bytes);
+        kv_pipe::call(&pipe, self.channel.clone(), request, timeout, max_message_bytes)
+            .await
+            .map(tonic::Response::new)
+    }
+
+    fn pipe(&self, max_message_bytes: usize) -> Arc<KvPipe> {
+        let mut pipe = self.pipe.lock().expect("pipe lock poisoned");
+        match &*pipe {
+            Some(open) if !open.is_closed() => open.clone(),
+            _ => {
+                let opened = kv_pipe::open(self.channel.clone(), &self.addr, max_message_bytes);
+                *pipe = Some(opened.clone());
+                opened
+            }
+        }
+    }
 }
 
 /// Wraps a message in a request that carries the attempt's deadline to the server.

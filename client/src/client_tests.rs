@@ -34,7 +34,7 @@ enum Mode {
     Hang,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FakeKv {
     mode: Mode,
     calls: Arc<AtomicUsize>,
@@ -62,6 +62,15 @@ impl FakeKv {
 
 #[tonic::async_trait]
 impl Kv for FakeKv {
+    type PipeStream = crate::kv_pipe::Replies;
+
+    async fn pipe(
+        &self,
+        request: Request<tonic::Streaming<proto::KvFrame>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        Ok(Response::new(crate::kv_pipe::serve(self.clone(), request.into_inner(), never_stopping())))
+    }
+
     async fn get(&self, _: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
         let ok =
             proto::GetResponse { found: true, value: Bytes::from_static(b"value"), version: 7, ttl_ms: 0 };
@@ -90,6 +99,12 @@ impl Kv for FakeKv {
         let delta = request.into_inner().delta;
         self.answer(proto::IncrementResponse { value: delta, version: 8 }).await
     }
+}
+
+/// A fake server's pipes never get a graceful shutdown.
+fn never_stopping() -> tokio::sync::watch::Receiver<bool> {
+    static STOP: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| tokio::sync::watch::channel(false).0).subscribe()
 }
 
 /// A running fake node: its address and how many requests it has answered.
@@ -396,6 +411,15 @@ impl FakeServer {
 
 #[tonic::async_trait]
 impl Kv for FakeServer {
+    type PipeStream = crate::kv_pipe::Replies;
+
+    async fn pipe(
+        &self,
+        request: Request<tonic::Streaming<proto::KvFrame>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        Ok(Response::new(crate::kv_pipe::serve(self.clone(), request.into_inner(), never_stopping())))
+    }
+
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
         let request = request.into_inner();
         let stale = request.consistency == i32::from(proto::Consistency::Stale);

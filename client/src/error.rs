@@ -164,7 +164,8 @@ impl Error {
     ///
     /// Besides the code, it looks at the status' source chain, which tonic fills
     /// for failures on this side of the wire: a `ConnectError` means no connection
-    /// was made and nothing was sent ([`Error::Transport`]); `TimeoutExpired` is
+    /// was made and nothing was sent ([`Error::Transport`]), and so does a
+    /// pipe's `NotSent`; `TimeoutExpired` is
     /// the per-attempt `grpc-timeout` firing in the channel, which tonic reports
     /// as `CANCELLED` ([`Error::DeadlineExceeded`]). Any other local failure
     /// (tonic reports a connection lost mid-request as `UNKNOWN` or `CANCELLED`
@@ -173,6 +174,9 @@ impl Error {
     /// source and keep their code.
     fn from_status(status: &tonic::Status) -> Error {
         let message = status.message().to_string();
+        if source_chain_has::<crate::pipe::NotSent>(status) {
+            return Error::Transport(message);
+        }
         if source_chain_has::<tonic::ConnectError>(status) {
             // tonic's message is generic ("tcp connect error"); the root cause
             // ("Connection refused") is what an operator needs.
@@ -289,6 +293,15 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(Error::from(Status::new(code, "m")), want, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_pipe_call_that_was_not_sent_is_a_transport_error() {
+        let mut status = Status::unavailable("the KV pipe to a:1 is closed: reset");
+        status.set_source(Arc::new(crate::pipe::NotSent));
+        let err = Error::from(status);
+        assert_eq!(err, Error::Transport("the KV pipe to a:1 is closed: reset".into()));
+        assert!(err.surely_not_applied());
     }
 
     #[test]

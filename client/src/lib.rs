@@ -261,6 +261,8 @@
 
 pub mod client;
 pub mod error;
+pub mod kv_pipe;
+pub mod pipe;
 mod route_table;
 mod routing;
 

@@ -13,9 +13,10 @@ use ringkv_core::limits::{check_key, check_ttl, check_value};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse,
-    PutRequest, PutResponse, TouchRequest, TouchResponse, put_request,
+    KvFrame, PutRequest, PutResponse, TouchRequest, TouchResponse, put_request,
 };
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::{Condition, IncrementError, Op, OpResult, UnixMs};
 use crate::error::Error;
@@ -24,13 +25,16 @@ use crate::shard::Shard;
 use crate::time::unix_now_ms;
 
 /// The KV gRPC service of a node.
+#[derive(Clone)]
 pub struct KvService {
     node: Arc<Node>,
+    /// Turns true when the graceful shutdown starts: KV pipes stop reading.
+    stopping: watch::Receiver<bool>,
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>) -> Self {
-        KvService { node }
+    pub fn new(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Self {
+        KvService { node, stopping }
     }
 
     /// The led replica of `key`'s shard, or the error that redirects the caller.
@@ -60,6 +64,14 @@ fn unexpected(result: OpResult) -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
+    type PipeStream = ringkv_client::kv_pipe::Replies;
+
+    async fn pipe(&self, request: Request<Streaming<KvFrame>>) -> Result<Response<Self::PipeStream>, Status> {
+        let replies =
+            ringkv_client::kv_pipe::serve(self.clone(), request.into_inner(), self.stopping.clone());
+        Ok(Response::new(replies))
+    }
+
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         check_key(&req.key).map_err(Error::from)?;

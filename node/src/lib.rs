@@ -19,7 +19,7 @@
 //!   machine that applies it.
 //! - [`store`]: sled log store, group-commit flusher, snapshot files, openraft
 //!   state-machine adapter.
-//! - [`transport`] (with `pipe`, the per-peer stream) / [`raft_service`]: the
+//! - [`transport`] (with its per-peer pipe) / [`raft_service`]: the
 //!   two ends of node-to-node Raft RPCs.
 //! - [`shard`], [`proposer`], [`reader`]: a hosted replica and the batching in
 //!   front of its Raft group.
@@ -53,7 +53,6 @@ pub mod kv_service;
 pub mod leader_transfer;
 pub mod membership;
 pub mod node;
-mod pipe;
 pub mod proposer;
 pub mod raft_service;
 pub mod raft_types;

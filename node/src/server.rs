@@ -48,7 +48,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
 
-    // Tells the Raft service's endless pipe streams to end once the graceful
+    // Tells the endless pipe streams (Raft and KV) to end once the graceful
     // shutdown starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -59,7 +59,10 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_kv_message))
+        .add_service(
+            KvServer::new(KvService::new(node.clone(), stopping.clone()))
+                .max_decoding_message_size(max_kv_message),
+        )
         .add_service(AdminServer::new(AdminService::new(node.clone())))
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), stopping))

@@ -3,7 +3,8 @@
 //! Every shard's Raft group on a node shares one [`PeerPool`]: one lazily
 //! connecting HTTP/2 channel per peer node, cloned into each group's network
 //! handles, and on it one `Pipe` — a long-lived stream that carries the
-//! AppendEntries and Vote messages of every shard (see `pipe.rs` for why).
+//! AppendEntries and Vote messages of every shard (see `ringkv_client::pipe`
+//! for why).
 //! Messages larger than [`PIPE_MAX_PAYLOAD_BYTES`] (catch-up batches, large
 //! values) take a unary call of their own instead, so they never hold up
 //! other shards' heartbeats on the shared stream; snapshots always stream in
@@ -40,13 +41,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
+use ringkv_client::pipe::Pipe;
 use ringkv_core::ShardId;
 use ringkv_proto::v1::raft_client::RaftClient;
-use ringkv_proto::v1::{RaftFrameKind, RaftRequest, SnapshotChunk};
+use ringkv_proto::v1::{RaftFrame, RaftFrameKind, RaftRequest, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
-use crate::pipe::Pipe;
 use crate::raft_types::{NodeId, Snapshot, TypeConfig, Vote};
 
 /// Largest gRPC message on the Raft port, both directions. AppendEntries batches
@@ -67,7 +68,7 @@ struct Peer {
     addr: String,
     client: RaftClient<Channel>,
     /// Opened on first use, replaced once closed.
-    pipe: Option<Arc<Pipe>>,
+    pipe: Option<Arc<Pipe<RaftFrame>>>,
 }
 
 /// One cached channel per peer node, shared by every shard's Raft group.
@@ -126,14 +127,16 @@ impl PeerPool {
 
     /// The open pipe to `target`, opening one when there is none or the last
     /// one closed. Never dials itself: the pipe's task does.
-    fn pipe(&self, target: NodeId, addr: &str) -> Result<Arc<Pipe>, tonic::transport::Error> {
+    fn pipe(&self, target: NodeId, addr: &str) -> Result<Arc<Pipe<RaftFrame>>, tonic::transport::Error> {
         let client = self.client(target, addr)?;
         let mut peers = self.peers.lock().expect("peer pool lock poisoned");
         let peer = peers.get_mut(&target).expect("client() just cached the peer");
         match &peer.pipe {
             Some(pipe) if !pipe.is_closed() => Ok(pipe.clone()),
             _ => {
-                let pipe = Pipe::open(client, target);
+                let mut client = client;
+                let name = format!("the raft pipe to node {target}");
+                let pipe = Pipe::open(name, move |outgoing| async move { client.pipe(outgoing).await });
                 peer.pipe = Some(pipe.clone());
                 Ok(pipe)
             }
@@ -176,7 +179,7 @@ pub struct ShardNetwork {
     /// the peer unreachable.
     client: Result<RaftClient<Channel>, String>,
     /// The pool's pipe to the peer, cached until it closes.
-    pipe: Option<Arc<Pipe>>,
+    pipe: Option<Arc<Pipe<RaftFrame>>>,
     pool: Arc<PeerPool>,
 }
 
@@ -200,7 +203,7 @@ impl ShardNetwork {
     }
 
     /// The pipe to the peer, reopened through the pool once it has closed.
-    fn pipe(&mut self) -> Result<Arc<Pipe>, Unreachable> {
+    fn pipe(&mut self) -> Result<Arc<Pipe<RaftFrame>>, Unreachable> {
         if let Some(pipe) = &self.pipe
             && !pipe.is_closed()
         {
@@ -238,7 +241,8 @@ impl ShardNetwork {
         let reply = if payload.len() <= PIPE_MAX_PAYLOAD_BYTES {
             self.check_not_isolated().map_err(RPCError::Unreachable)?;
             let pipe = self.pipe().map_err(RPCError::Unreachable)?;
-            pipe.call(kind, self.envelope(payload), timeout).await
+            let request = self.envelope(payload);
+            pipe.call(|id| RaftFrame { id, kind: kind as i32, request: Some(request) }, timeout).await
         } else {
             let mut client = self.client().map_err(RPCError::Unreachable)?;
             let mut req = tonic::Request::new(self.envelope(payload));

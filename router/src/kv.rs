@@ -6,21 +6,25 @@ use ringkv_client::{Client, Condition, Consistency, PutOptions};
 use ringkv_core::limits::{check_key, check_ttl};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
-    DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, PutRequest,
-    PutResponse, TouchRequest, TouchResponse, put_request,
+    DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, KvFrame,
+    PutRequest, PutResponse, TouchRequest, TouchResponse, put_request,
 };
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::to_status;
 
 /// The router's KV service.
+#[derive(Clone)]
 pub struct KvRouter {
     client: Client,
+    /// Turns true when the graceful shutdown starts: KV pipes stop reading.
+    stopping: watch::Receiver<bool>,
 }
 
 impl KvRouter {
-    pub fn new(client: Client) -> Self {
-        KvRouter { client }
+    pub fn new(client: Client, stopping: watch::Receiver<bool>) -> Self {
+        KvRouter { client, stopping }
     }
 }
 
@@ -35,6 +39,14 @@ fn ttl(ttl_ms: i64) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Kv for KvRouter {
+    type PipeStream = ringkv_client::kv_pipe::Replies;
+
+    async fn pipe(&self, request: Request<Streaming<KvFrame>>) -> Result<Response<Self::PipeStream>, Status> {
+        let replies =
+            ringkv_client::kv_pipe::serve(self.clone(), request.into_inner(), self.stopping.clone());
+        Ok(Response::new(replies))
+    }
+
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         check_key(&req.key).map_err(invalid)?;

@@ -65,12 +65,21 @@ pub async fn serve(
     // A request carries one value plus a key; leave headroom for framing.
     let max_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
 
+    // Tells the KV pipe streams to stop reading once the graceful shutdown
+    // starts; the server waits for every open stream.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     tracing::info!(%local, seeds = ?config.seeds, "router serving");
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(KvServer::new(KvRouter::new(client.clone())).max_decoding_message_size(max_message))
+        .add_service(
+            KvServer::new(KvRouter::new(client.clone(), stopping)).max_decoding_message_size(max_message),
+        )
         .add_service(AdminServer::new(AdminRouter::new(client)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -1,16 +1,18 @@
 //! Request semantics against a real cluster: conditions, TTLs, counters, typed
-//! redirects, refusals of bad input (which must write nothing), and garbage Raft
-//! RPCs (which must not hurt the node).
+//! redirects, refusals of bad input (which must write nothing), KV pipe frames,
+//! and garbage Raft RPCs (which must not hurt the node).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringkv_core::limits::{MAX_KEY_BYTES, MAX_TTL_MS};
 use ringkv_core::placement::shard_for_key;
+use ringkv_proto::v1::kv_client::KvClient;
 use ringkv_proto::v1::raft_client::RaftClient;
 use ringkv_proto::v1::{
-    DeleteRequest, ErrorDetail, GetRequest, IncrementRequest, PutRequest, RaftFrame, RaftFrameKind,
-    RaftRequest, SnapshotChunk, TouchRequest, error_detail, put_request,
+    DeleteRequest, ErrorDetail, GetRequest, GetResponse, IncrementRequest, KvFrame, KvFrameReply, KvMethod,
+    PutRequest, PutResponse, RaftFrame, RaftFrameKind, RaftRequest, SnapshotChunk, TouchRequest,
+    error_detail, put_request,
 };
 use ringkv_tests::{Cluster, KvReply, KvRequest, not_leader, send};
 use tonic::Code;
@@ -183,6 +185,140 @@ async fn followers_redirect_and_nodes_without_the_shard_say_so() {
     use prost::Message;
     let detail = ErrorDetail::decode(err.details()).expect("detail");
     assert!(matches!(detail.kind, Some(error_detail::Kind::WrongShard(ref w)) if w.shard == 1), "{detail:?}");
+
+    // On a KV pipe, the same refusals carry the same typed details.
+    let put = put_req(&key, "v").encode_to_vec();
+    let frame = KvFrame { id: 1, method: KvMethod::Put as i32, request: put.into(), timeout_ms: 5000 };
+    for (node, leader_named) in [(follower, true), (outsider, false)] {
+        let (_frames, mut replies) = open_kv_pipe(&node.addr, vec![frame.clone()]).await;
+        let reply = next_reply(&mut replies).await;
+        assert_eq!((reply.id, Code::from_i32(reply.code)), (1, Code::FailedPrecondition), "{reply:?}");
+        let detail = ErrorDetail::decode(reply.details).expect("detail").kind;
+        match detail {
+            Some(error_detail::Kind::NotLeader(nl)) if leader_named => {
+                assert_eq!((nl.shard, nl.leader_id, &nl.leader_addr), (1, leader, leader_addr))
+            }
+            Some(error_detail::Kind::WrongShard(w)) if !leader_named => assert_eq!(w.shard, 1),
+            other => panic!("node {}: unexpected detail {other:?}", node.id),
+        }
+    }
+}
+
+type FrameSender = tokio::sync::mpsc::UnboundedSender<KvFrame>;
+
+/// Opens a `KV.Pipe` to `addr` with `frames` queued on it; more frames go
+/// through the returned sender, and dropping it closes the caller's side.
+async fn open_kv_pipe(addr: &str, frames: Vec<KvFrame>) -> (FrameSender, tonic::Streaming<KvFrameReply>) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for frame in frames {
+        tx.send(frame).expect("queue frame");
+    }
+    let outgoing = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (tx, KvClient::new(channel).pipe(outgoing).await.expect("open KV pipe").into_inner())
+}
+
+async fn next_reply(replies: &mut tonic::Streaming<KvFrameReply>) -> KvFrameReply {
+    tokio::time::timeout(TIMEOUT, replies.message())
+        .await
+        .expect("a reply in time")
+        .expect("the pipe stays open")
+        .expect("a reply, not the end")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_pipe_frames_are_answered_by_id_and_bad_ones_write_nothing() {
+    use prost::Message;
+    let cluster = single_node(&[]).await;
+    let node = &cluster.nodes[0];
+    let frame =
+        |id, method: i32, request: Vec<u8>| KvFrame { id, method, request: request.into(), timeout_ms: 0 };
+    let put = |key: &str, ttl_ms| PutRequest { ttl_ms, ..put_req(key, "piped") }.encode_to_vec();
+    let get = |key: &str| GetRequest { key: Bytes::from(key.to_string()), consistency: 0 }.encode_to_vec();
+    let frames = vec![
+        frame(1, KvMethod::Put as i32, put("p1", 0)),
+        frame(2, 99, put("p-unknown-method", 0)),
+        frame(3, KvMethod::Unspecified as i32, put("p-unspecified", 0)),
+        frame(4, KvMethod::Put as i32, b"\xff\x13\x37garbage".to_vec()),
+        frame(5, KvMethod::Put as i32, put("", 0)),
+        frame(6, KvMethod::Put as i32, put("p-bad-ttl", -1)),
+    ];
+    let (tx, mut replies) = open_kv_pipe(&node.addr, frames).await;
+    let mut codes = std::collections::BTreeMap::new();
+    while codes.len() < 6 {
+        let reply = next_reply(&mut replies).await;
+        if reply.id == 1 {
+            let put = PutResponse::decode(reply.response.clone()).expect("put response");
+            assert!(put.succeeded && put.version > 0, "{put:?}");
+        }
+        assert!(codes.insert(reply.id, Code::from_i32(reply.code)).is_none(), "two replies for {}", reply.id);
+    }
+    let want = [
+        (1, Code::Ok),
+        (2, Code::Unimplemented),
+        (3, Code::Unimplemented),
+        (4, Code::InvalidArgument),
+        (5, Code::InvalidArgument),
+        (6, Code::InvalidArgument),
+    ];
+    assert_eq!(codes, want.into_iter().collect());
+
+    // The stream is still open and serves the next frames; what the refused
+    // frames named was not written.
+    for (id, key) in [(7, "p1"), (8, "p-unknown-method"), (9, "p-unspecified"), (10, "p-bad-ttl")] {
+        tx.send(frame(id, KvMethod::Get as i32, get(key))).expect("queue get");
+        let reply = next_reply(&mut replies).await;
+        assert_eq!((reply.id, Code::from_i32(reply.code)), (id, Code::Ok), "{reply:?}");
+        let found = GetResponse::decode(reply.response).expect("get response");
+        assert_eq!(found.found, key == "p1", "{key}: {found:?}");
+    }
+    drop(tx);
+    // The caller closing its side ends the stream.
+    let end = tokio::time::timeout(TIMEOUT, replies.message()).await.expect("the end in time");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_says_goodbye_on_its_kv_pipes_and_ends_them() {
+    use prost::Message;
+    let mut cluster = single_node(&[]).await;
+    let get = GetRequest { key: Bytes::from_static(b"g"), consistency: 0 }.encode_to_vec();
+    let frame = KvFrame { id: 1, method: KvMethod::Get as i32, request: get.into(), timeout_ms: 5000 };
+    let (_frames, mut replies) = open_kv_pipe(&cluster.nodes[0].addr, vec![frame]).await;
+    let reply = next_reply(&mut replies).await;
+    assert_eq!((reply.id, Code::from_i32(reply.code)), (1, Code::Ok), "{reply:?}");
+
+    // A graceful stop: the pipe (still open on our side) gets the goodbye
+    // naming frame 1 as the last read, then ends, and the node exits.
+    let node = &mut cluster.nodes[0];
+    let ((), (goodbye, end)) = tokio::join!(node.stop(), async {
+        let goodbye = next_reply(&mut replies).await;
+        let end = tokio::time::timeout(TIMEOUT, replies.message()).await.expect("the end in time");
+        (goodbye, end)
+    });
+    assert_eq!((goodbye.id, goodbye.last_read_id), (0, 1), "{goodbye:?}");
+    assert!(matches!(end, Ok(None)), "the stream ends cleanly: {end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_sends_large_values_beside_its_pipe() {
+    let cluster = single_node(&[]).await;
+    let addr = cluster.nodes[0].addr.clone();
+    let client = ringkv_client::Client::connect(vec![addr], Default::default()).expect("client");
+    // Over MAX_PIPED_REQUEST_BYTES: sent as a unary call; read back on the pipe.
+    let big = Bytes::from(vec![b'x'; ringkv_client::kv_pipe::MAX_PIPED_REQUEST_BYTES + 1000]);
+    let small = Bytes::from_static(b"small");
+    client.put("big", big.clone(), Default::default()).await.expect("put big");
+    client.put("small", small.clone(), Default::default()).await.expect("put small");
+    for (key, want) in [("big", big), ("small", small)] {
+        let got =
+            client.get(key, ringkv_client::Consistency::Linearizable).await.expect("get").expect("found");
+        assert_eq!(got.value, want, "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_core::limits::{DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, check_ttl, check_value};
+use ringkv_core::limits::{
+    DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key, check_request_id, check_ttl, check_value,
+};
 use ringkv_core::{Epoch, META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
@@ -168,17 +170,22 @@ pub struct IncrementResult {
 ///
 /// Every method is bounded by one overall deadline ([`ClientOptions::request_timeout`],
 /// or [`Client::with_timeout`]) and by [`ClientOptions::max_attempts`]. Reads are
-/// retried freely. Writes are retried only when the failed attempt surely did not
-/// execute (a `NotLeader` or `WrongShard` answer, or no connection at all): a
-/// write that timed out or lost its connection mid-flight returns
-/// [`Error::DeadlineExceeded`] or [`Error::Unavailable`], because it may have been
-/// applied and a blind retry could apply it twice. Idempotent request ids will
-/// lift this.
+/// retried freely. So are the KV writes (`put`, `delete`, `touch`, `increment`):
+/// each carries a request id (fresh random bytes, or [`Client::with_request_id`]'s)
+/// that the shard remembers with the result for its retention window (60 s by
+/// default), so a retry after a lost answer or a timed-out attempt returns the
+/// first result instead of applying again. Only when the operation gives up
+/// (deadline, attempts) is a write's outcome unknown:
+/// [`Error::may_have_been_applied`]. Admin writes are retried only when the
+/// failed attempt surely did not run.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
     /// Overall deadline of each operation of this handle.
     request_timeout: Duration,
+    /// The request id of this handle's writes, if the caller chose one
+    /// ([`Client::with_request_id`]); else each write gets a fresh one.
+    request_id: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -201,6 +208,9 @@ struct Op {
     /// The key's shard, when the shard count is known.
     shard: Option<ShardId>,
     write: bool,
+    /// A write with a request id: the node applies it at most once, so it is
+    /// retried like a read, whatever the outcome of the failed attempt.
+    idempotent: bool,
     /// A stale read: any replica may answer, and the client spreads them.
     stale: bool,
     /// Whether a success proves the answering node leads `shard`.
@@ -212,7 +222,25 @@ struct Op {
 
 impl Op {
     fn kv(name: &'static str, shard: Option<ShardId>, write: bool, stale: bool) -> Op {
-        Op { name, shard, write, stale, leader_confirmed: !stale, server_wait: Duration::ZERO }
+        Op {
+            name,
+            shard,
+            write,
+            idempotent: false,
+            stale,
+            leader_confirmed: !stale,
+            server_wait: Duration::ZERO,
+        }
+    }
+
+    /// A KV write that carries a request id.
+    fn write_once(name: &'static str, shard: Option<ShardId>) -> Op {
+        Op { idempotent: true, ..Op::kv(name, shard, true, false) }
+    }
+
+    /// Whether a failed attempt may be retried only if it surely did not run.
+    fn applies_each_attempt(&self) -> bool {
+        self.write && !self.idempotent
     }
 }
 
@@ -236,14 +264,35 @@ impl Client {
             links: Mutex::new(HashMap::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
         };
-        Ok(Client { inner: Arc::new(inner), request_timeout })
+        Ok(Client { inner: Arc::new(inner), request_timeout, request_id: None })
     }
 
     /// A handle on the same client (connections, map, caches) whose operations
     /// each have `request_timeout` as their overall deadline; e.g. the time left
     /// of a request being served. Cheap.
     pub fn with_timeout(&self, request_timeout: Duration) -> Client {
-        Client { inner: self.inner.clone(), request_timeout }
+        Client { request_timeout, ..self.clone() }
+    }
+
+    /// A handle for **one** write with the caller's request id (at most 64
+    /// bytes), e.g. one an application sent to a router: a retry of that write
+    /// with the same id, from here or from the application, applies once. Every
+    /// write of the returned handle carries this id, so use it for that one
+    /// write only: a second, different write would get the first one's result.
+    /// Without it, each write gets a fresh random id.
+    pub fn with_request_id(&self, request_id: Bytes) -> Client {
+        Client { request_id: Some(request_id), ..self.clone() }
+    }
+
+    /// This write's request id: the handle's, or 16 fresh random bytes.
+    fn request_id(&self) -> Result<Bytes, Error> {
+        match &self.request_id {
+            Some(id) => {
+                check_request_id(id)?;
+                Ok(id.clone())
+            }
+            None => Ok(Bytes::copy_from_slice(&rand::random::<[u8; 16]>())),
+        }
     }
 
     /// Reads `key`; `Ok(None)` when it does not exist or has expired.
@@ -290,11 +339,13 @@ impl Client {
             Condition::IfAbsent => Some(proto::put_request::Condition::IfAbsent(true)),
             Condition::IfVersion(version) => Some(proto::put_request::Condition::IfVersion(version)),
         };
-        let op = Op::kv("put", self.shard_of(&key), true, false);
+        let request_id = self.request_id()?;
+        let op = Op::write_once("put", self.shard_of(&key));
         let max = self.max_message_bytes();
         let response = self
             .run(op, |link, timeout| {
-                let request = proto::PutRequest { key: key.clone(), value: value.clone(), ttl_ms, condition };
+                let (key, value, request_id) = (key.clone(), value.clone(), request_id.clone());
+                let request = proto::PutRequest { key, value, ttl_ms, condition, request_id };
                 async move { link.call(request, timeout, max).await }
             })
             .await?;
@@ -309,11 +360,13 @@ impl Client {
     ) -> Result<DeleteResult, Error> {
         let key = key.into();
         check_key(&key)?;
-        let op = Op::kv("delete", self.shard_of(&key), true, false);
+        let request_id = self.request_id()?;
+        let op = Op::write_once("delete", self.shard_of(&key));
         let max = self.max_message_bytes();
         let response = self
             .run(op, |link, timeout| {
-                let request = proto::DeleteRequest { key: key.clone(), if_version };
+                let request =
+                    proto::DeleteRequest { key: key.clone(), if_version, request_id: request_id.clone() };
                 async move { link.call(request, timeout, max).await }
             })
             .await?;
@@ -325,11 +378,13 @@ impl Client {
         let key = key.into();
         check_key(&key)?;
         let ttl_ms = wire_ttl(ttl_ms)?;
-        let op = Op::kv("touch", self.shard_of(&key), true, false);
+        let request_id = self.request_id()?;
+        let op = Op::write_once("touch", self.shard_of(&key));
         let max = self.max_message_bytes();
         let response = self
             .run(op, |link, timeout| {
-                let request = proto::TouchRequest { key: key.clone(), ttl_ms };
+                let request =
+                    proto::TouchRequest { key: key.clone(), ttl_ms, request_id: request_id.clone() };
                 async move { link.call(request, timeout, max).await }
             })
             .await?;
@@ -348,11 +403,13 @@ impl Client {
         let key = key.into();
         check_key(&key)?;
         let ttl_ms = wire_ttl(ttl_ms)?;
-        let op = Op::kv("increment", self.shard_of(&key), true, false);
+        let request_id = self.request_id()?;
+        let op = Op::write_once("increment", self.shard_of(&key));
         let max = self.max_message_bytes();
         let response = self
             .run(op, |link, timeout| {
-                let request = proto::IncrementRequest { key: key.clone(), delta, ttl_ms };
+                let request_id = request_id.clone();
+                let request = proto::IncrementRequest { key: key.clone(), delta, ttl_ms, request_id };
                 async move { link.call(request, timeout, max).await }
             })
             .await?;
@@ -652,13 +709,17 @@ impl Client {
         let deadline = Instant::now() + self.request_timeout + op.server_wait;
         let policy = BackoffPolicy { initial: opts.backoff_initial, max: opts.backoff_max };
         let (mut attempts, mut addr) =
-            Attempts::start(&mut self.table(), op.shard, op.write, op.stale, policy);
+            Attempts::start(&mut self.table(), op.shard, op.applies_each_attempt(), op.stale, policy);
         let mut attempt = 1;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            // A write that times out is not retried, so it gets all the time left.
-            let timeout =
-                if op.write { remaining } else { remaining.min(opts.attempt_timeout + op.server_wait) };
+            // A write without a request id that times out is not retried, so it
+            // gets all the time left.
+            let timeout = if op.applies_each_attempt() {
+                remaining
+            } else {
+                remaining.min(opts.attempt_timeout + op.server_wait)
+            };
             let err = match self.link(&addr) {
                 Err(err) => err,
                 // Dropping a unary call on timeout cancels the request

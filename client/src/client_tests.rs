@@ -38,6 +38,8 @@ enum Mode {
 struct FakeKv {
     mode: Mode,
     calls: Arc<AtomicUsize>,
+    /// The request ids of the writes it was sent, in order.
+    ids: Arc<Mutex<Vec<Bytes>>>,
 }
 
 impl FakeKv {
@@ -77,7 +79,8 @@ impl Kv for FakeKv {
         self.answer(ok).await
     }
 
-    async fn put(&self, _: Request<proto::PutRequest>) -> Result<Response<proto::PutResponse>, Status> {
+    async fn put(&self, request: Request<proto::PutRequest>) -> Result<Response<proto::PutResponse>, Status> {
+        self.ids.lock().expect("ids lock").push(request.into_inner().request_id);
         self.answer(proto::PutResponse { succeeded: true, version: 8 }).await
     }
 
@@ -96,8 +99,9 @@ impl Kv for FakeKv {
         &self,
         request: Request<proto::IncrementRequest>,
     ) -> Result<Response<proto::IncrementResponse>, Status> {
-        let delta = request.into_inner().delta;
-        self.answer(proto::IncrementResponse { value: delta, version: 8 }).await
+        let request = request.into_inner();
+        self.ids.lock().expect("ids lock").push(request.request_id);
+        self.answer(proto::IncrementResponse { value: request.delta, version: 8 }).await
     }
 }
 
@@ -111,11 +115,16 @@ fn never_stopping() -> tokio::sync::watch::Receiver<bool> {
 struct Fake {
     addr: String,
     calls: Arc<AtomicUsize>,
+    ids: Arc<Mutex<Vec<Bytes>>>,
 }
 
 impl Fake {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    fn ids(&self) -> Vec<Bytes> {
+        self.ids.lock().expect("ids lock").clone()
     }
 }
 
@@ -125,13 +134,14 @@ async fn start(mode: Mode) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("bound listener has an address").to_string();
     let calls = Arc::new(AtomicUsize::new(0));
-    let service = KvServer::new(FakeKv { mode, calls: calls.clone() });
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let service = KvServer::new(FakeKv { mode, calls: calls.clone(), ids: ids.clone() });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    Fake { addr, calls }
+    Fake { addr, calls, ids }
 }
 
 /// An address nothing listens on: bound, then closed, so connecting is refused.
@@ -206,15 +216,51 @@ async fn election_backs_off_and_tries_the_next_address() {
 }
 
 #[tokio::test]
-async fn write_is_not_retried_after_unavailable() {
+async fn write_is_retried_after_unavailable_with_the_same_request_id() {
     bounded(async {
         let no_quorum = start(Mode::Unavailable).await;
         let leader = start(Mode::Serve).await;
         let client = client(&[&no_quorum.addr, &leader.addr], fast());
-        let err = client.increment("c", 1, 0).await.expect_err("must not retry");
+        let got = client.increment("c", 1, 0).await.expect("retried");
+        assert_eq!(got.value, 1);
+        assert_eq!((no_quorum.calls(), leader.calls()), (1, 1));
+        let (first, second) = (no_quorum.ids(), leader.ids());
+        assert_eq!(first, second, "a retry carries the first attempt's id");
+        assert_eq!(first[0].len(), 16);
+        // The next write is another write: a new id.
+        client.increment("c", 1, 0).await.expect("second");
+        let ids = leader.ids();
+        assert_ne!(ids[1], ids[0]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_write_that_gives_up_may_have_been_applied() {
+    bounded(async {
+        let no_quorum = start(Mode::Unavailable).await;
+        let opts = ClientOptions { max_attempts: 3, ..fast() };
+        let err = client(&[&no_quorum.addr], opts).increment("c", 1, 0).await.expect_err("no quorum");
         assert_eq!(err, Error::Unavailable("no quorum".into()));
         assert!(err.may_have_been_applied());
-        assert_eq!((no_quorum.calls(), leader.calls()), (1, 0));
+        assert_eq!(no_quorum.calls(), 3);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_callers_request_id_is_sent_and_checked() {
+    bounded(async {
+        let leader = start(Mode::Serve).await;
+        let client = client(&[&leader.addr], fast());
+        let id = Bytes::from_static(b"app-request-42");
+        client.with_request_id(id.clone()).put("k", "v", PutOptions::default()).await.expect("put");
+        assert_eq!(leader.ids(), vec![id]);
+        let too_long = Bytes::from(vec![b'x'; ringkv_core::limits::MAX_REQUEST_ID_BYTES + 1]);
+        let err =
+            client.with_request_id(too_long).put("k", "v", PutOptions::default()).await.expect_err("long");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(leader.calls(), 1, "a refused id is not sent");
     })
     .await
 }
@@ -257,16 +303,28 @@ async fn refused_everywhere_is_a_transport_error() {
 }
 
 #[tokio::test]
-async fn hung_write_times_out_once() {
+async fn hung_write_moves_on_after_the_attempt_timeout_with_the_same_request_id() {
     bounded(async {
         let hung = start(Mode::Hang).await;
         let leader = start(Mode::Serve).await;
-        let opts = ClientOptions { request_timeout: Duration::from_millis(300), ..fast() };
+        let opts = ClientOptions { attempt_timeout: Duration::from_millis(200), ..fast() };
         let client = client(&[&hung.addr, &leader.addr], opts);
-        let err = client.put("k", "v", PutOptions::default()).await.expect_err("hung");
+        let put = client.put("k", "v", PutOptions::default()).await.expect("moved on");
+        assert!(put.succeeded);
+        assert_eq!((hung.calls(), leader.calls()), (1, 1));
+        assert_eq!(hung.ids(), leader.ids());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hung_write_times_out_when_the_deadline_passes() {
+    bounded(async {
+        let hung = start(Mode::Hang).await;
+        let opts = ClientOptions { request_timeout: Duration::from_millis(300), ..fast() };
+        let err = client(&[&hung.addr], opts).put("k", "v", PutOptions::default()).await.expect_err("hung");
         assert_eq!(err, Error::DeadlineExceeded);
         assert!(err.may_have_been_applied());
-        assert_eq!((hung.calls(), leader.calls()), (1, 0));
     })
     .await
 }
@@ -293,7 +351,11 @@ async fn redirect_loop_ends_after_max_attempts() {
         let a_addr = a_listener.local_addr().expect("addr").to_string();
         let b = start(Mode::NotLeader(Some(a_addr.clone()))).await;
         let a_calls = Arc::new(AtomicUsize::new(0));
-        let a = KvServer::new(FakeKv { mode: Mode::NotLeader(Some(b.addr.clone())), calls: a_calls.clone() });
+        let a = KvServer::new(FakeKv {
+            mode: Mode::NotLeader(Some(b.addr.clone())),
+            calls: a_calls.clone(),
+            ids: Default::default(),
+        });
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(a)

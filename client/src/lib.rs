@@ -100,8 +100,9 @@
 //! default, or per handle with [`Client::with_timeout`]) and at most
 //! [`ClientOptions::max_attempts`] attempts. A read attempt is also bounded by
 //! [`ClientOptions::attempt_timeout`] (sent as `grpc-timeout`), so a hung node
-//! costs a read one attempt, not the whole deadline; a write attempt gets all the
-//! time left, since a write that times out is not retried. After a failed attempt:
+//! costs a read one attempt, not the whole deadline. So is an attempt of a KV
+//! write: every write carries a request id (see below), so it is retried like a
+//! read. After a failed attempt:
 //!
 //! | answer | did the node execute it? | next attempt | map |
 //! | --- | --- | --- | --- |
@@ -109,7 +110,7 @@
 //! | `NotLeader` without a leader, naming itself, or naming a node this call could not connect to | no | the next candidate, after a backoff (an election is under way; the hint is the followers' stale belief in a dead leader) | |
 //! | `WrongShard` | no | the next candidate, at once; after a backoff once every candidate was tried | refreshed unless the node's map is not newer |
 //! | no connection (refused, connect timeout) | not sent | the next candidate, after a backoff — writes too; that node goes last in later rounds of the call | |
-//! | `UNAVAILABLE`, timeout, connection lost | maybe | reads: the next candidate, after a backoff. Writes: none, the error is returned (outcome unknown) | |
+//! | `UNAVAILABLE`, timeout, connection lost | maybe | the next candidate, after a backoff; a write with the same request id, so it applies at most once | |
 //! | anything else | no | none: the error is returned | |
 //!
 //! Backoffs use *full jitter*: the n-th backoff of a call is uniform in
@@ -119,18 +120,27 @@
 //! clients that failed together do not come back together. A backoff that would
 //! end past the deadline ends the call instead, with the last attempt's error.
 //!
-//! ## Writes whose outcome is unknown
+//! ## Request ids, and writes whose outcome is unknown
 //!
-//! A write that was sent and got no verdict — it timed out, lost its connection,
-//! or the node answered `UNAVAILABLE` (say, it lost its quorum with the write in
-//! its log) — **may or may not have been applied**, and may still be. The client
-//! never retries it as if it had failed: an increment could count twice, and a
-//! conditional put could fail against its own earlier success. It returns
-//! [`Error::DeadlineExceeded`] or [`Error::Unavailable`] instead, and
-//! [`Error::may_have_been_applied`] is true exactly for those two. Errors for
-//! which [`Error::surely_not_applied`] is true (`NotLeader`, `WrongShard`,
-//! `Transport`) are the ones the client retries writes after; every other error is
-//! a definite refusal.
+//! Every `put`, `delete`, `touch` and `increment` carries a request id: 16
+//! random bytes, or the caller's ([`Client::with_request_id`], e.g. the id an
+//! application sent to a router). The shard remembers each id with the write's
+//! result for the node's retention window (`--request-id-retention-ms`, 60 s)
+//! and answers a write whose id it remembers with that result, changing
+//! nothing. So when an attempt gets no verdict — it timed out, lost its
+//! connection, or the node answered `UNAVAILABLE` — the client sends the same
+//! write again with the same id: an increment counts once, and a conditional put
+//! reports its own success rather than failing against it.
+//!
+//! Only when the call gives up (deadline, attempts) is a write's outcome
+//! unknown: it **may or may not have been applied**, and may still be. It
+//! returns [`Error::DeadlineExceeded`] or [`Error::Unavailable`], and
+//! [`Error::may_have_been_applied`] is true exactly for those two. Sending it
+//! again later is safe only within the retention window and with the same id
+//! (a handle from [`Client::with_request_id`]). Errors for which
+//! [`Error::surely_not_applied`] is true (`NotLeader`, `WrongShard`,
+//! `Transport`) never reached a Raft log; every other error is a definite
+//! refusal.
 //!
 //! ```no_run
 //! use ringkv_client::{Client, Error};
@@ -138,8 +148,9 @@
 //! # async fn count_hit(client: &Client) -> Result<(), Error> {
 //! match client.increment("hits", 1, 0).await {
 //!     Ok(counter) => println!("hits = {}", counter.value),
-//!     // Sent, no verdict: the hit may have been counted. Retrying could count it
-//!     // twice; for a hit counter, dropping it is the lesser evil.
+//!     // The client's own retries ran out: the hit may have been counted. A new
+//!     // call (a new request id) could count it twice; for a hit counter,
+//!     // dropping it is the lesser evil.
 //!     Err(err) if err.may_have_been_applied() => eprintln!("hit maybe counted: {err}"),
 //!     // Never reached a Raft log (every attempt redirected, or no connection):
 //!     // safe to send again later.
@@ -238,8 +249,9 @@
 //!
 //! ## Caveats / not done yet
 //!
-//! - No idempotent request ids yet: a write whose outcome is unknown is returned
-//!   as an error instead of being retried (DESIGN §7).
+//! - A request id protects a retry only within the node's retention window and
+//!   while the shard remembers fewer than 100k ids; admin calls carry none (an
+//!   admin write whose outcome is unknown is not retried).
 //! - Nodes send `WrongShard` with epoch 0 today, so every `WrongShard` asks for a
 //!   map refresh (at most one a second per client).
 //! - A `ClusterStatus` makes the meta leader probe every node for its leaders,

@@ -44,7 +44,8 @@ pub(crate) struct Decision {
 /// The routing state of one operation.
 #[derive(Debug)]
 pub(crate) struct Attempts {
-    /// Writes are retried only after errors that prove they were not applied.
+    /// A write that would apply again if resent (no request id): retried
+    /// only after errors that prove it was not applied.
     write: bool,
     prefer: Prefer,
     /// The operation's shard: from the key when the shard count is known, else

@@ -13,6 +13,9 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 /// mistake (seconds or microseconds passed as milliseconds).
 pub const MAX_TTL_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
+/// Longest request id accepted, in bytes (a UUID is 16).
+pub const MAX_REQUEST_ID_BYTES: usize = 64;
+
 /// Why a request was refused before it reached Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InvalidArgument {
@@ -26,6 +29,8 @@ pub enum InvalidArgument {
     NegativeTtl { ttl_ms: i64 },
     #[error("ttl_ms {ttl_ms} is over the limit of {max} (ten years)")]
     TtlTooLong { ttl_ms: i64, max: i64 },
+    #[error("request_id is {len} bytes, over the limit of {max}")]
+    RequestIdTooLong { len: usize, max: usize },
 }
 
 /// Checks a key: not empty, at most [`MAX_KEY_BYTES`].
@@ -59,6 +64,14 @@ pub fn check_ttl(ttl_ms: i64) -> Result<u64, InvalidArgument> {
     Ok(ttl_ms as u64)
 }
 
+/// Checks a write's request id (empty = none): at most [`MAX_REQUEST_ID_BYTES`].
+pub fn check_request_id(request_id: &[u8]) -> Result<(), InvalidArgument> {
+    if request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(InvalidArgument::RequestIdTooLong { len: request_id.len(), max: MAX_REQUEST_ID_BYTES });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +88,19 @@ mod tests {
     fn values() {
         assert!(check_value(&[0; 10], 10).is_ok());
         assert!(matches!(check_value(&[0; 11], 10), Err(InvalidArgument::ValueTooLarge { .. })));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(check_request_id(b""), Ok(()));
+        assert_eq!(check_request_id(&[7; MAX_REQUEST_ID_BYTES]), Ok(()));
+        assert_eq!(
+            check_request_id(&[7; MAX_REQUEST_ID_BYTES + 1]),
+            Err(InvalidArgument::RequestIdTooLong {
+                len: MAX_REQUEST_ID_BYTES + 1,
+                max: MAX_REQUEST_ID_BYTES
+            })
+        );
     }
 
     #[test]

@@ -253,10 +253,11 @@ impl Admin for AdminService {
                 "fault injection is test-only: start the node with --enable-test-faults",
             ));
         }
-        let peers: std::collections::HashSet<NodeId> =
-            request.into_inner().isolate_from.into_iter().collect();
-        tracing::warn!(node = self.node.id(), ?peers, "test fault: Raft traffic cut");
+        let request = request.into_inner();
+        let peers: std::collections::HashSet<NodeId> = request.isolate_from.into_iter().collect();
+        tracing::warn!(node = self.node.id(), ?peers, lose = request.lose_write_answers, "test faults set");
         self.node.peers().isolate_from(peers);
+        self.node.lose_write_answers(request.lose_write_answers);
         Ok(Response::new(InjectFaultResponse {}))
     }
 

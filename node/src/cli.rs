@@ -43,6 +43,10 @@ pub struct NodeArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
+    /// How long, in ms, a shard remembers a write's request id and result, so
+    /// that a client's retry within it applies once (0 = off).
+    #[arg(long, default_value_t = 60_000)]
+    pub request_id_retention_ms: u64,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -60,8 +64,9 @@ pub struct NodeArgs {
     /// Ignored once the node belongs to a cluster.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
-    /// Accept test-only fault injection (network partitions as Raft sees them)
-    /// through the Admin service. For chaos tests; never in production.
+    /// Accept test-only fault injection (network partitions as Raft sees them,
+    /// lost write answers) through the Admin service. For chaos tests; never in
+    /// production.
     #[arg(long, hide = true)]
     pub enable_test_faults: bool,
 }
@@ -102,6 +107,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.snapshot_every_entries = args.snapshot_every_entries;
     config.log_kept_after_snapshot = args.log_kept_after_snapshot;
     config.max_value_bytes = args.max_value_bytes;
+    config.request_id_retention_ms = args.request_id_retention_ms;
     config.enable_test_faults = args.enable_test_faults;
     config.join = args.join.clone();
     if args.print_addr {

@@ -61,6 +61,13 @@ pub enum Op {
     /// is `expected_revision` (0 = none yet), the new revision is greater, and
     /// (when given) the cluster map is still at `expected_epoch`.
     SetPlan { expected_revision: u64, expected_epoch: Option<u64>, plan: Plan },
+    /// A client write with a request id: applies `op` unless the shard already
+    /// applied a write with this id that it still remembers, in which case the
+    /// result is that write's (and nothing changes). The id is remembered until
+    /// `retain_until_ms` (the leader's clock plus the retention window; later
+    /// commands' clocks decide), or until the shard's bound forces it out.
+    /// Added after the other variants, so logs written before it still decode.
+    Once { request_id: Bytes, retain_until_ms: UnixMs, op: Box<Op> },
 }
 
 /// The result of one [`Op`], in the same position.

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub expiry_interval_ms: u64,
     /// Most client operations folded into one Raft log entry.
     pub max_batch_ops: usize,
+    /// How long a shard remembers a write's request id (and result), so that a
+    /// retry within it applies once. 0 turns deduplication off.
+    pub request_id_retention_ms: u64,
     /// Accept the test-only `InjectFault` admin call (chaos tests). Off in
     /// production: the call is refused.
     pub enable_test_faults: bool,
@@ -59,6 +62,7 @@ impl NodeConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             expiry_interval_ms: 250,
             max_batch_ops: 1024,
+            request_id_retention_ms: 60_000,
             enable_test_faults: false,
             join: None,
         }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringkv_core::limits::{check_key, check_ttl, check_value};
+use ringkv_core::limits::{check_key, check_request_id, check_ttl, check_value};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse,
@@ -45,6 +45,26 @@ impl KvService {
             return Err(shard.not_leader());
         }
         Ok(shard)
+    }
+
+    /// Proposes a client write: as `Op::Once` when it has a request id (a
+    /// retry of an applied write then gets the first result), and loses the
+    /// answer when the test fault says so.
+    async fn propose_write(&self, shard: &Shard, request_id: Bytes, op: Op) -> Result<OpResult, Status> {
+        check_request_id(&request_id).map_err(Error::from)?;
+        let retention = self.node.config.request_id_retention_ms;
+        let op = if request_id.is_empty() || retention == 0 {
+            op
+        } else {
+            let retain_until_ms = unix_now_ms().saturating_add(retention);
+            Op::Once { request_id, retain_until_ms, op: Box::new(op) }
+        };
+        let result = shard.proposer.propose(op).await?;
+        if self.node.take_lost_write_answer() {
+            tracing::warn!(shard = shard.id, "test fault: the answer of an applied write is lost");
+            return Err(Status::unavailable("test fault: the answer of an applied write was lost"));
+        }
+        Ok(result)
     }
 }
 
@@ -109,7 +129,7 @@ impl Kv for KvService {
         };
         let shard = self.leader_shard(&req.key)?;
         let op = Op::Put { key: req.key, value: req.value, expires_at_ms: deadline(ttl_ms), condition };
-        match shard.proposer.propose(op).await? {
+        match self.propose_write(&shard, req.request_id, op).await? {
             OpResult::Put { succeeded, version } => Ok(Response::new(PutResponse { succeeded, version })),
             other => Err(unexpected(other)),
         }
@@ -118,7 +138,8 @@ impl Kv for KvService {
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         let shard = self.leader_shard(&req.key)?;
-        match shard.proposer.propose(Op::Delete { key: req.key, if_version: req.if_version }).await? {
+        let op = Op::Delete { key: req.key, if_version: req.if_version };
+        match self.propose_write(&shard, req.request_id, op).await? {
             OpResult::Delete { deleted, version } => Ok(Response::new(DeleteResponse { deleted, version })),
             other => Err(unexpected(other)),
         }
@@ -128,7 +149,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
         let shard = self.leader_shard(&req.key)?;
-        match shard.proposer.propose(Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) }).await? {
+        let op = Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) };
+        match self.propose_write(&shard, req.request_id, op).await? {
             OpResult::Touch { found, expires_at_ms } => {
                 Ok(Response::new(TouchResponse { found, ttl_ms: remaining_ms(expires_at_ms, unix_now_ms()) }))
             }
@@ -145,7 +167,7 @@ impl Kv for KvService {
         let shard = self.leader_shard(&req.key)?;
         let key: Bytes = req.key;
         let op = Op::Increment { key: key.clone(), delta: req.delta, expires_at_ms: deadline(ttl_ms) };
-        match shard.proposer.propose(op).await? {
+        match self.propose_write(&shard, req.request_id, op).await? {
             OpResult::Increment(Ok(ok)) => {
                 Ok(Response::new(IncrementResponse { value: ok.value, version: ok.version }))
             }

@@ -48,6 +48,9 @@ pub struct Node {
     /// Serializes replica creation, so two concurrent creates cannot both start a
     /// group or race on the persisted replica set.
     create_lock: tokio::sync::Mutex<()>,
+    /// Test fault (`--enable-test-faults`): how many more applied writes get
+    /// `UNAVAILABLE` instead of their answer, as if the answer were lost.
+    lose_write_answers: std::sync::atomic::AtomicU32,
 }
 
 impl Node {
@@ -82,6 +85,7 @@ impl Node {
             shards: RwLock::new(shards),
             cluster: RwLock::new(cluster),
             create_lock: tokio::sync::Mutex::new(()),
+            lose_write_answers: std::sync::atomic::AtomicU32::new(0),
         }))
     }
 
@@ -96,6 +100,17 @@ impl Node {
     /// The node's shared Raft channels (and their test-only fault switch).
     pub fn peers(&self) -> &PeerPool {
         &self.pool
+    }
+
+    /// Test fault: the answers of the next `count` applied writes are lost.
+    pub fn lose_write_answers(&self, count: u32) {
+        self.lose_write_answers.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this applied write's answer is to be lost (test fault); counts it.
+    pub fn take_lost_write_answer(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.lose_write_answers.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 
     /// The cluster this node belongs to, if any.

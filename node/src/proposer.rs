@@ -148,5 +148,6 @@ fn op_bytes(op: &Op) -> usize {
         Op::Delete { key, .. } | Op::Touch { key, .. } | Op::Increment { key, .. } => key.len() + 32,
         Op::Expire { keys } => keys.iter().map(|k| k.len() + 8).sum(),
         Op::SetClusterMap { .. } | Op::SetPlan { .. } => 4096,
+        Op::Once { request_id, op, .. } => request_id.len() + 8 + op_bytes(op),
     }
 }

@@ -31,7 +31,8 @@
 //!   `deleted = false`, because logically the key was already gone; the delete simply
 //!   did the background expiry's work early. Successful `Put`/`Increment` over an
 //!   expired record replace it like an absent key (a new key: the old TTL is not kept).
-//! - **Index consistency.** `expiry` holds exactly one `(expires_at_ms, key)` pair for
+//! - **Index consistency.** `requests_by_age` holds exactly one `(until, id)` per
+//!   remembered request id. `expiry` holds exactly one `(expires_at_ms, key)` pair for
 //!   every stored record with a deadline and nothing else, and `approx_bytes` is the
 //!   sum of key and value lengths of all stored records. Both are derived data: every
 //!   mutation of `map` goes through `store` or `unstore`, which keep them in step,
@@ -39,10 +40,23 @@
 //!   [`KvState::decode_snapshot`]) rebuilds them from the map. Thanks to the index,
 //!   [`KvState::expired_keys`] costs O(log n + expired keys returned), not O(n).
 //!
+//! ## Request ids
+//!
+//! A client write may carry a request id (`Op::Once`). The shard remembers each
+//! id with the write's result until the id's `retain_until_ms` (set by the
+//! leader: its clock plus the retention window) has passed by a later entry's
+//! clock, and at most [`MAX_REMEMBERED_REQUESTS`] of them (the one due soonest
+//! is forgotten first). A write whose id is remembered changes nothing and
+//! returns the remembered result, so a client's retry after a lost answer
+//! applies once. Forgetting is driven by entry clocks and the bound, both
+//! deterministic, and the ids are part of the snapshot, so every replica
+//! answers a retry the same way. A retry that comes after its id was forgotten
+//! applies again: the guarantee holds within the window.
+//!
 //! ## Snapshots
 //!
-//! [`KvState::encode_snapshot`] writes postcard of a versioned envelope (`V1 { map,
-//! cluster_map }`); [`KvState::decode_snapshot`] reads it back, rejects trailing bytes
+//! [`KvState::encode_snapshot`] writes postcard of a versioned envelope (`V3 { map,
+//! cluster_map, rebalance, requests }`; V1 and V2 still read); [`KvState::decode_snapshot`] reads it back, rejects trailing bytes
 //! and rebuilds the derived indexes. `KvState`'s own `Serialize`/`Deserialize` use the
 //! same envelope, so any serde path yields a consistent state; no separate "rebuild"
 //! call exists or is needed. Integrity (crc32) and atomic file handling are the
@@ -63,8 +77,8 @@
 //!   TTL validation keeps this from happening for real requests.
 //! - Increment accepts leading zeros and `-0` (looser than Redis); results are stored
 //!   in canonical form.
-//! - No request-id deduplication (DESIGN §7) and no memory budget yet;
-//!   `approx_bytes` ignores per-record overhead.
+//! - No memory budget yet; `approx_bytes` ignores per-record overhead and the
+//!   remembered request ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,15 +130,30 @@ pub struct KvState {
     expiry: BTreeSet<(UnixMs, Bytes)>,
     /// Derived: sum of key and value lengths over `map`.
     approx_bytes: u64,
+    /// Request ids of recent client writes (`Op::Once`) → (remembered until,
+    /// the write's result). See "Request ids" in the module docs.
+    requests: BTreeMap<Bytes, (UnixMs, OpResult)>,
+    /// Derived: `(until, id)` for every entry of `requests`, oldest first.
+    requests_by_age: BTreeSet<(UnixMs, Bytes)>,
 }
+
+/// Most request ids a shard remembers; past it the one due to be forgotten
+/// soonest goes first. At ~150 bytes each, 100k ids are ~15 MB per shard.
+pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
 
 impl KvState {
     /// Applies the command of the log entry at `index`: one result per op, in order.
     /// Every op uses `index` as the version it writes and `command.now_ms` as "now".
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
         let now_ms = command.now_ms;
+        self.forget_requests(now_ms);
         let results = command.ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect();
         Response { results }
+    }
+
+    /// How many request ids the shard remembers now.
+    pub fn remembered_requests(&self) -> usize {
+        self.requests.len()
     }
 
     /// The live record of `key` at `now_ms` (expired keys are absent).
@@ -201,6 +230,38 @@ impl KvState {
             Op::SetPlan { expected_revision, expected_epoch, plan } => {
                 self.set_plan(*expected_revision, *expected_epoch, plan)
             }
+            Op::Once { request_id, retain_until_ms, op } => {
+                self.once(index, now_ms, request_id, *retain_until_ms, op)
+            }
+        }
+    }
+
+    /// Applies `op` unless `request_id` is remembered; remembers its result.
+    fn once(&mut self, index: u64, now_ms: UnixMs, request_id: &Bytes, until: UnixMs, op: &Op) -> OpResult {
+        if let Some((_, result)) = self.requests.get(request_id) {
+            return result.clone();
+        }
+        let result = self.apply_op(index, now_ms, op);
+        // Remembered only if it would outlive this entry; a window of 0 means
+        // "do not deduplicate".
+        if until > now_ms {
+            self.requests.insert(request_id.clone(), (until, result.clone()));
+            self.requests_by_age.insert((until, request_id.clone()));
+            while self.requests.len() > MAX_REMEMBERED_REQUESTS {
+                let Some((_, oldest)) = self.requests_by_age.pop_first() else { break };
+                self.requests.remove(&oldest);
+            }
+        }
+        result
+    }
+
+    /// Forgets the request ids whose time ran out at `now_ms`.
+    fn forget_requests(&mut self, now_ms: UnixMs) {
+        while let Some((until, _)) = self.requests_by_age.first()
+            && *until <= now_ms
+        {
+            let (_, id) = self.requests_by_age.pop_first().expect("first() was Some");
+            self.requests.remove(&id);
         }
     }
 
@@ -341,13 +402,15 @@ impl KvState {
         map: BTreeMap<Bytes, Record>,
         cluster_map: Option<ClusterMap>,
         rebalance: Option<Plan>,
+        requests: BTreeMap<Bytes, (UnixMs, OpResult)>,
     ) -> KvState {
         let expiry = map
             .iter()
             .filter_map(|(key, record)| record.expires_at_ms.map(|deadline| (deadline, key.clone())))
             .collect();
         let approx_bytes = map.iter().map(|(key, r)| (key.len() + r.value.len()) as u64).sum();
-        KvState { map, cluster_map, rebalance, expiry, approx_bytes }
+        let requests_by_age = requests.iter().map(|(id, (until, _))| (*until, id.clone())).collect();
+        KvState { map, cluster_map, rebalance, expiry, approx_bytes, requests, requests_by_age }
     }
 }
 
@@ -372,31 +435,62 @@ fn parse_i64(value: &[u8]) -> Result<i64, IncrementError> {
 enum SnapshotRef<'a> {
     #[allow(dead_code)] // written by earlier versions; read below
     V1 { map: &'a BTreeMap<Bytes, Record>, cluster_map: &'a Option<ClusterMap> },
+    #[allow(dead_code)] // written by earlier versions; read below
     /// V1 plus the rebalance plan.
     V2 { map: &'a BTreeMap<Bytes, Record>, cluster_map: &'a Option<ClusterMap>, rebalance: &'a Option<Plan> },
+    /// V2 plus the remembered request ids.
+    V3 {
+        map: &'a BTreeMap<Bytes, Record>,
+        cluster_map: &'a Option<ClusterMap>,
+        rebalance: &'a Option<Plan>,
+        requests: &'a BTreeMap<Bytes, (UnixMs, OpResult)>,
+    },
 }
 
 /// The serialized form of [`KvState`], owned for reading. Must mirror [`SnapshotRef`].
 #[derive(Deserialize)]
 #[serde(rename = "KvStateSnapshot")]
 enum SnapshotOwned {
-    V1 { map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap> },
-    V2 { map: BTreeMap<Bytes, Record>, cluster_map: Option<ClusterMap>, rebalance: Option<Plan> },
+    V1 {
+        map: BTreeMap<Bytes, Record>,
+        cluster_map: Option<ClusterMap>,
+    },
+    V2 {
+        map: BTreeMap<Bytes, Record>,
+        cluster_map: Option<ClusterMap>,
+        rebalance: Option<Plan>,
+    },
+    V3 {
+        map: BTreeMap<Bytes, Record>,
+        cluster_map: Option<ClusterMap>,
+        rebalance: Option<Plan>,
+        requests: BTreeMap<Bytes, (UnixMs, OpResult)>,
+    },
 }
 
 impl Serialize for KvState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        SnapshotRef::V2 { map: &self.map, cluster_map: &self.cluster_map, rebalance: &self.rebalance }
-            .serialize(serializer)
+        SnapshotRef::V3 {
+            map: &self.map,
+            cluster_map: &self.cluster_map,
+            rebalance: &self.rebalance,
+            requests: &self.requests,
+        }
+        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for KvState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match SnapshotOwned::deserialize(deserializer)? {
-            SnapshotOwned::V1 { map, cluster_map } => Ok(KvState::from_parts(map, cluster_map, None)),
+            SnapshotOwned::V1 { map, cluster_map } => {
+                Ok(KvState::from_parts(map, cluster_map, None, BTreeMap::new()))
+            }
             SnapshotOwned::V2 { map, cluster_map, rebalance } => {
-                Ok(KvState::from_parts(map, cluster_map, rebalance))
+                Ok(KvState::from_parts(map, cluster_map, rebalance, BTreeMap::new()))
+            }
+            SnapshotOwned::V3 { map, cluster_map, rebalance, requests } => {
+                Ok(KvState::from_parts(map, cluster_map, rebalance, requests))
             }
         }
     }
@@ -452,9 +546,14 @@ mod tests {
 
     /// The derived indexes equal a fresh rebuild from the map.
     fn assert_consistent(state: &KvState) {
-        let rebuilt =
-            KvState::from_parts(state.map.clone(), state.cluster_map.clone(), state.rebalance.clone());
+        let rebuilt = KvState::from_parts(
+            state.map.clone(),
+            state.cluster_map.clone(),
+            state.rebalance.clone(),
+            state.requests.clone(),
+        );
         assert_eq!(state.expiry, rebuilt.expiry, "expiry index out of step");
+        assert_eq!(state.requests_by_age, rebuilt.requests_by_age, "request id index out of step");
         assert_eq!(state.approx_bytes, rebuilt.approx_bytes, "approx_bytes out of step");
     }
 
@@ -757,6 +856,79 @@ mod tests {
         assert!(record(Some(6)).is_live(5));
         assert!(!record(Some(5)).is_live(5));
         assert!(record(None).is_live(u64::MAX));
+    }
+
+    fn once(id: &str, until: UnixMs, op: Op) -> Op {
+        Op::Once { request_id: key(id), retain_until_ms: until, op: Box::new(op) }
+    }
+
+    fn incremented(value: i64, version: Version) -> OpResult {
+        OpResult::Increment(Ok(IncrementOk { value, version }))
+    }
+
+    #[test]
+    fn a_retried_request_id_gets_the_first_result_and_changes_nothing() {
+        let mut s = KvState::default();
+        assert_eq!(apply(&mut s, 1, 0, once("r1", 100, incr("c", 5, None))), incremented(5, 1));
+        assert_eq!(apply(&mut s, 2, 10, once("r1", 110, incr("c", 5, None))), incremented(5, 1));
+        assert_eq!(value(&s, "c", 10), Some(("5".into(), 1, None)));
+        // A failed condition is a result like any other: remembered as such.
+        assert_eq!(
+            apply(&mut s, 3, 10, once("r2", 100, put("c", "x", None, Condition::IfAbsent))),
+            put_failed(1)
+        );
+        apply(&mut s, 4, 10, delete("c", None));
+        assert_eq!(
+            apply(&mut s, 5, 10, once("r2", 100, put("c", "x", None, Condition::IfAbsent))),
+            put_failed(1)
+        );
+        assert_eq!(value(&s, "c", 10), None);
+        // Another id is another write.
+        assert_eq!(apply(&mut s, 6, 10, once("r3", 100, incr("c", 5, None))), incremented(5, 6));
+        assert_eq!(s.remembered_requests(), 3);
+    }
+
+    #[test]
+    fn request_ids_are_forgotten_by_the_entry_clock() {
+        let mut s = KvState::default();
+        apply(&mut s, 1, 0, once("r1", 50, incr("c", 1, None)));
+        apply(&mut s, 2, 49, put("other", "x", None, Condition::None));
+        assert_eq!(s.remembered_requests(), 1, "49 < 50: still remembered");
+        apply(&mut s, 3, 50, put("other", "y", None, Condition::None));
+        assert_eq!(s.remembered_requests(), 0, "forgotten at its deadline");
+        // Past the window, the same id applies again.
+        assert_eq!(apply(&mut s, 4, 60, once("r1", 110, incr("c", 1, None))), incremented(2, 4));
+        // A window that has already run out remembers nothing (and r1's ran out).
+        apply(&mut s, 5, 200, once("r9", 200, incr("c", 1, None)));
+        assert_eq!(s.remembered_requests(), 0);
+    }
+
+    #[test]
+    fn the_request_id_bound_forgets_the_one_due_soonest() {
+        let mut s = KvState::default();
+        let ops: Vec<Op> = (0..MAX_REMEMBERED_REQUESTS as u64)
+            .map(|i| once(&format!("r{i}"), 1_000 + (i * 7919) % 5_000, incr("c", 1, None)))
+            .collect();
+        s.apply(1, &Command { now_ms: 0, ops });
+        assert_eq!(s.remembered_requests(), MAX_REMEMBERED_REQUESTS);
+        let soonest = s.requests_by_age.first().cloned().expect("some");
+        apply(&mut s, 2, 0, once("one-more", 9_999, incr("c", 1, None)));
+        assert_eq!(s.remembered_requests(), MAX_REMEMBERED_REQUESTS);
+        assert!(!s.requests.contains_key(&soonest.1), "the soonest due went first");
+        assert!(s.requests.contains_key(&key("one-more")));
+    }
+
+    #[test]
+    fn request_ids_survive_a_snapshot_and_old_snapshots_still_read() {
+        let mut s = KvState::default();
+        apply(&mut s, 1, 0, once("r1", 100, incr("c", 5, None)));
+        let mut restored = KvState::decode_snapshot(&s.encode_snapshot()).expect("decodes");
+        assert_eq!(restored, s);
+        assert_eq!(apply(&mut restored, 2, 10, once("r1", 110, incr("c", 5, None))), incremented(5, 1));
+        // A V2 snapshot (before request ids) reads as remembering none.
+        let v2 = SnapshotRef::V2 { map: &s.map, cluster_map: &None, rebalance: &None };
+        let old = KvState::decode_snapshot(&postcard::to_allocvec(&v2).expect("encodes")).expect("decodes");
+        assert_eq!((old.len(), old.remembered_requests()), (1, 0));
     }
 
     #[test]

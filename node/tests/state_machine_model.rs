@@ -25,6 +25,8 @@ struct Model {
     data: BTreeMap<Vec<u8>, Entry>,
     cluster_epoch: Option<u64>,
     plan_revision: u64,
+    /// request id → (remembered until, result)
+    requests: BTreeMap<Vec<u8>, (u64, OpResult)>,
 }
 
 impl Model {
@@ -43,8 +45,23 @@ impl Model {
         }
     }
 
+    /// What every command does before its ops: forget ids whose time ran out.
+    fn start_command(&mut self, now: u64) {
+        self.requests.retain(|_, (until, _)| *until > now);
+    }
+
     fn apply(&mut self, index: u64, now: u64, op: &Op) -> OpResult {
         match op {
+            Op::Once { request_id, retain_until_ms, op } => {
+                if let Some((_, result)) = self.requests.get(request_id.as_ref()) {
+                    return result.clone();
+                }
+                let result = self.apply(index, now, op);
+                if *retain_until_ms > now {
+                    self.requests.insert(request_id.to_vec(), (*retain_until_ms, result.clone()));
+                }
+                result
+            }
             Op::Put { key, value, expires_at_ms, condition } => {
                 let current = self.live_version(key, now);
                 let ok = match condition {
@@ -180,6 +197,7 @@ struct Coverage {
     expire_removed: u64,
     expire_skipped_live: u64,
     cluster_map_set: u64,
+    request_id_repeated: u64,
 }
 
 struct Generator {
@@ -249,7 +267,22 @@ impl Generator {
         }
     }
 
+    /// A client write, sometimes with a request id from a small pool (so ids
+    /// repeat, inside and outside their window).
     fn op(&mut self, state: &KvState, model: &Model, index: u64, now: u64) -> Op {
+        let op = self.plain_op(state, model, index, now);
+        let client_write =
+            matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::Touch { .. } | Op::Increment { .. });
+        if client_write && self.rng.random_bool(0.3) {
+            let request_id = Bytes::from(format!("r{}", self.rng.random_range(0..6)));
+            let retain_until_ms = now.saturating_add_signed(self.rng.random_range(-10..=150));
+            Op::Once { request_id, retain_until_ms, op: Box::new(op) }
+        } else {
+            op
+        }
+    }
+
+    fn plain_op(&mut self, state: &KvState, model: &Model, index: u64, now: u64) -> Op {
         let key = self.key();
         match self.rng.random_range(0..100) {
             0..=29 => {
@@ -310,6 +343,12 @@ fn cluster_map(epoch: u64) -> ClusterMap {
 }
 
 fn record_coverage(cov: &mut Coverage, model: &Model, now: u64, op: &Op, result: &OpResult) {
+    if let Op::Once { request_id, op, .. } = op {
+        if model.requests.contains_key(request_id.as_ref()) {
+            cov.request_id_repeated += 1;
+        }
+        return record_coverage(cov, model, now, op, result);
+    }
     match (op, result) {
         (Op::Put { condition: Condition::IfVersion(_), .. }, OpResult::Put { succeeded: true, .. }) => {
             cov.put_if_version_ok += 1
@@ -371,6 +410,7 @@ fn check_full(state: &KvState, model: &Model, keys: &[Bytes], now: u64, ctx: &st
     let bytes: u64 = model.data.iter().map(|(k, (v, _, _))| (k.len() + v.len()) as u64).sum();
     assert_eq!(state.approx_bytes(), bytes, "{ctx}: approx_bytes");
     assert_eq!(state.cluster_map().map(|m| m.epoch), model.cluster_epoch, "{ctx}: cluster map");
+    assert_eq!(state.remembered_requests(), model.requests.len(), "{ctx}: remembered request ids");
 }
 
 fn run_seed(seed: u64, cov: &mut Coverage) {
@@ -396,6 +436,7 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
 
         let response = state.apply(index, &command);
         assert_eq!(response.results.len(), command.ops.len());
+        model.start_command(now);
         for (i, (op, got)) in command.ops.iter().zip(&response.results).enumerate() {
             let before = model.clone();
             let want = model.apply(index, now, op);
@@ -436,6 +477,7 @@ fn state_machine_matches_model() {
         cov.expire_removed,
         cov.expire_skipped_live,
         cov.cluster_map_set,
+        cov.request_id_repeated,
     ];
     assert!(reached.iter().all(|&n| n > 0), "generator missed an outcome: {cov:?}");
 }

@@ -3,7 +3,7 @@
 //! request is refused before any routing work and with the same message.
 
 use ringkv_client::{Client, Condition, Consistency, PutOptions};
-use ringkv_core::limits::{check_key, check_ttl};
+use ringkv_core::limits::{check_key, check_request_id, check_ttl};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, KvFrame,
@@ -30,6 +30,16 @@ impl KvRouter {
 
 fn invalid(e: ringkv_core::limits::InvalidArgument) -> Status {
     Status::invalid_argument(e.to_string())
+}
+
+impl KvRouter {
+    /// The client for one write: with the caller's request id if it sent one
+    /// (so its own retries and ours apply once), else the client library picks
+    /// a fresh id.
+    fn for_write(&self, request_id: bytes::Bytes) -> Result<Client, Status> {
+        check_request_id(&request_id).map_err(invalid)?;
+        Ok(if request_id.is_empty() { self.client.clone() } else { self.client.with_request_id(request_id) })
+    }
 }
 
 /// Validates a wire TTL (negative or over ten years is refused).
@@ -74,19 +84,22 @@ impl Kv for KvRouter {
             Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
         };
         let options = PutOptions { ttl_ms: ttl(req.ttl_ms)?, condition };
-        let r = self.client.put(req.key, req.value, options).await.map_err(to_status)?;
+        let client = self.for_write(req.request_id)?;
+        let r = client.put(req.key, req.value, options).await.map_err(to_status)?;
         Ok(Response::new(PutResponse { succeeded: r.succeeded, version: r.version }))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
-        let r = self.client.delete(req.key, req.if_version).await.map_err(to_status)?;
+        let client = self.for_write(req.request_id)?;
+        let r = client.delete(req.key, req.if_version).await.map_err(to_status)?;
         Ok(Response::new(DeleteResponse { deleted: r.deleted, version: r.version }))
     }
 
     async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
         let req = request.into_inner();
-        let r = self.client.touch(req.key, ttl(req.ttl_ms)?).await.map_err(to_status)?;
+        let client = self.for_write(req.request_id)?;
+        let r = client.touch(req.key, ttl(req.ttl_ms)?).await.map_err(to_status)?;
         Ok(Response::new(TouchResponse { found: r.found, ttl_ms: r.ttl_ms.unwrap_or(0) }))
     }
 
@@ -95,7 +108,8 @@ impl Kv for KvRouter {
         request: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
         let req = request.into_inner();
-        let r = self.client.increment(req.key, req.delta, ttl(req.ttl_ms)?).await.map_err(to_status)?;
+        let client = self.for_write(req.request_id)?;
+        let r = client.increment(req.key, req.delta, ttl(req.ttl_ms)?).await.map_err(to_status)?;
         Ok(Response::new(IncrementResponse { value: r.value, version: r.version }))
     }
 }

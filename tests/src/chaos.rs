@@ -166,12 +166,13 @@ async fn perform(router: &str, key: &str, call: &Call) -> Outcome {
                 Condition::IfAbsent => Some(put_request::Condition::IfAbsent(true)),
                 Condition::IfVersion(v) => Some(put_request::Condition::IfVersion(*v)),
             },
+            ..Default::default()
         }),
         Call::Delete { if_version } => {
-            KvRequest::Delete(DeleteRequest { key: bkey, if_version: *if_version })
+            KvRequest::Delete(DeleteRequest { key: bkey, if_version: *if_version, ..Default::default() })
         }
         Call::Increment { delta } => {
-            KvRequest::Increment(IncrementRequest { key: bkey, delta: *delta, ttl_ms: 0 })
+            KvRequest::Increment(IncrementRequest { key: bkey, delta: *delta, ..Default::default() })
         }
     };
     match send(router, request).await {

@@ -285,7 +285,7 @@ async fn partition(cluster: &Cluster, side: &[u64]) {
         } else {
             side.iter().copied().collect()
         };
-        let req = InjectFaultRequest { isolate_from: other_side };
+        let req = InjectFaultRequest { isolate_from: other_side, ..Default::default() };
         if let Err(e) = node.admin().inject_fault(req).await {
             panic!(
                 "inject fault into node {}: {e:?} (is --enable-test-faults set?)\n{}",
@@ -310,7 +310,7 @@ fn log_tail(node: &crate::Process) -> String {
 /// Heals every partition on every running node.
 pub async fn heal_partitions(cluster: &Cluster) {
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        let req = InjectFaultRequest { isolate_from: vec![] };
+        let req = InjectFaultRequest::default();
         if let Err(e) = node.admin().inject_fault(req).await {
             panic!("heal partition on node {}: {e:?}\n{}", node.id, log_tail(node));
         }

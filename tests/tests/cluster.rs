@@ -294,7 +294,7 @@ async fn an_isolated_leader_is_replaced_and_converges_after_healing() {
     cluster
         .node(victim)
         .admin()
-        .inject_fault(InjectFaultRequest { isolate_from: peers.clone() })
+        .inject_fault(InjectFaultRequest { isolate_from: peers.clone(), ..Default::default() })
         .await
         .expect("isolate");
 
@@ -322,12 +322,7 @@ async fn an_isolated_leader_is_replaced_and_converges_after_healing() {
     }
 
     // Heal: everyone converges on the same state, with the new value.
-    cluster
-        .node(victim)
-        .admin()
-        .inject_fault(InjectFaultRequest { isolate_from: vec![] })
-        .await
-        .expect("heal");
+    cluster.node(victim).admin().inject_fault(InjectFaultRequest::default()).await.expect("heal");
     for shard in 0..=2 {
         wait_converged(&cluster, shard).await;
     }
@@ -340,7 +335,7 @@ async fn fault_injection_is_refused_without_the_test_flag() {
     let cluster = Cluster::start(1, &[]).await;
     let err = cluster.nodes[0]
         .admin()
-        .inject_fault(InjectFaultRequest { isolate_from: vec![2] })
+        .inject_fault(InjectFaultRequest { isolate_from: vec![2], ..Default::default() })
         .await
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");

@@ -70,8 +70,13 @@ async fn conditions_ttls_and_counters() {
     assert_eq!((read.found, &read.value[..], read.version), (true, &b"b"[..], cas.version));
 
     // Delete at a wrong version changes nothing; at the right one it deletes.
-    let del =
-        |v| KvRequest::Delete(DeleteRequest { key: Bytes::from_static(b"session"), if_version: Some(v) });
+    let del = |v| {
+        KvRequest::Delete(DeleteRequest {
+            key: Bytes::from_static(b"session"),
+            if_version: Some(v),
+            ..Default::default()
+        })
+    };
     let Ok(KvReply::Delete(d)) = call(&cluster, del(cas.version + 1)).await else { panic!() };
     assert!(!d.deleted);
     let Ok(KvReply::Delete(d)) = call(&cluster, del(cas.version)).await else { panic!() };
@@ -80,7 +85,11 @@ async fn conditions_ttls_and_counters() {
 
     // Counters.
     let incr = |key: &'static str, delta| {
-        KvRequest::Increment(IncrementRequest { key: Bytes::from_static(key.as_bytes()), delta, ttl_ms: 0 })
+        KvRequest::Increment(IncrementRequest {
+            key: Bytes::from_static(key.as_bytes()),
+            delta,
+            ..Default::default()
+        })
     };
     let Ok(KvReply::Increment(c)) = call(&cluster, incr("hits", 5)).await else { panic!() };
     assert_eq!(c.value, 5);
@@ -101,7 +110,9 @@ async fn conditions_ttls_and_counters() {
     call(&cluster, KvRequest::Put(req)).await.expect("put");
     let read = get(&cluster, b"presence").await;
     assert!(read.found && read.ttl_ms > 0 && read.ttl_ms <= 60_000, "{read:?}");
-    let touch = |ttl_ms| KvRequest::Touch(TouchRequest { key: Bytes::from_static(b"presence"), ttl_ms });
+    let touch = |ttl_ms| {
+        KvRequest::Touch(TouchRequest { key: Bytes::from_static(b"presence"), ttl_ms, ..Default::default() })
+    };
     let Ok(KvReply::Touch(t)) = call(&cluster, touch(300)).await else { panic!() };
     assert!(t.found && t.ttl_ms <= 300);
     let deadline = Instant::now() + TIMEOUT;
@@ -126,18 +137,37 @@ async fn invalid_arguments_are_refused_and_write_nothing() {
         ("put absurd ttl", KvRequest::Put(PutRequest { ttl_ms: MAX_TTL_MS + 1, ..put_req("k3", "v") })),
         ("get empty key", KvRequest::Get(GetRequest { key: key(""), consistency: 0 })),
         ("get bad consistency", KvRequest::Get(GetRequest { key: key("k"), consistency: 7 })),
-        ("delete empty key", KvRequest::Delete(DeleteRequest { key: key(""), if_version: None })),
-        ("touch negative ttl", KvRequest::Touch(TouchRequest { key: key("k4"), ttl_ms: -5 })),
-        ("touch long key", KvRequest::Touch(TouchRequest { key: key(&long_key), ttl_ms: 5 })),
+        ("delete empty key", KvRequest::Delete(DeleteRequest { key: key(""), ..Default::default() })),
+        (
+            "touch negative ttl",
+            KvRequest::Touch(TouchRequest { key: key("k4"), ttl_ms: -5, ..Default::default() }),
+        ),
+        (
+            "touch long key",
+            KvRequest::Touch(TouchRequest { key: key(&long_key), ttl_ms: 5, ..Default::default() }),
+        ),
         (
             "incr negative ttl",
-            KvRequest::Increment(IncrementRequest { key: key("k5"), delta: 1, ttl_ms: -1 }),
+            KvRequest::Increment(IncrementRequest {
+                key: key("k5"),
+                delta: 1,
+                ttl_ms: -1,
+                ..Default::default()
+            }),
         ),
         (
             "incr absurd ttl",
-            KvRequest::Increment(IncrementRequest { key: key("k6"), delta: 1, ttl_ms: i64::MAX }),
+            KvRequest::Increment(IncrementRequest {
+                key: key("k6"),
+                delta: 1,
+                ttl_ms: i64::MAX,
+                ..Default::default()
+            }),
         ),
-        ("incr empty key", KvRequest::Increment(IncrementRequest { key: key(""), delta: 1, ttl_ms: 0 })),
+        (
+            "incr empty key",
+            KvRequest::Increment(IncrementRequest { key: key(""), delta: 1, ..Default::default() }),
+        ),
     ];
     for (name, req) in cases {
         let err = call(&cluster, req).await.expect_err(name);

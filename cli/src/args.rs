@@ -24,7 +24,8 @@ DURATION: 30s, 1500ms, 5m, 2h, 1d, or a bare integer of milliseconds; at most te
 
 Output (stdout unless noted):
   get          the raw value, then a newline; with -v, `version=N ttl_ms=M` on stderr
-               (ttl_ms=0: no expiry); a missing key prints `(not found)` on stderr
+               (ttl_ms=0: no expiry; after --touch, the TTL it left); a missing key
+               prints `(not found)` on stderr
   put          `OK version=N`, or `(condition failed) version=N` (the current version,
                0 = absent)
   del          `OK version=N`, `(not found)`, or `(condition failed) version=N`
@@ -117,6 +118,10 @@ pub enum Command {
         /// Read from any replica's memory: faster, possibly stale
         #[arg(long)]
         stale: bool,
+        /// Sliding expiry: also move the key's deadline to at least now + this
+        /// (e.g. 30m). Keys without a TTL keep none
+        #[arg(long, value_name = "DURATION", conflicts_with = "stale", value_parser = parse_positive_ttl)]
+        touch: Option<u64>,
     },
     /// Write a key
     Put {
@@ -136,6 +141,11 @@ pub enum Command {
         /// Write only if the key is at exactly this version
         #[arg(long, value_name = "V")]
         if_version: Option<u64>,
+        /// Request id: the same write sent again with the same id (within the
+        /// cluster's retention window, 60 s) applies once and returns the first
+        /// result
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
     },
     /// Delete a key
     #[command(visible_alias = "delete")]
@@ -145,6 +155,11 @@ pub enum Command {
         /// Delete only if the key is at exactly this version
         #[arg(long, value_name = "V")]
         if_version: Option<u64>,
+        /// Request id: the same write sent again with the same id (within the
+        /// cluster's retention window, 60 s) applies once and returns the first
+        /// result
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
     },
     /// Set a key's time to live without rewriting it
     Touch {
@@ -154,6 +169,11 @@ pub enum Command {
         #[arg(long = "ttl", alias = "ttl-ms", value_name = "DURATION", required = true,
               allow_negative_numbers = true, value_parser = parse_ttl)]
         ttl_ms: u64,
+        /// Request id: the same write sent again with the same id (within the
+        /// cluster's retention window, 60 s) applies once and returns the first
+        /// result
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
     },
     /// Add DELTA (default 1, may be negative) to a decimal integer; a missing key
     /// counts as 0
@@ -167,6 +187,11 @@ pub enum Command {
         #[arg(long = "ttl", alias = "ttl-ms", value_name = "DURATION", default_value_t = 0,
               hide_default_value = true, allow_negative_numbers = true, value_parser = parse_ttl)]
         ttl_ms: u64,
+        /// Request id: the same write sent again with the same id (within the
+        /// cluster's retention window, 60 s) applies once and returns the first
+        /// result
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
     },
     /// Show the cluster: nodes, and each shard's leader, term, applied index, lag and
     /// replicas
@@ -368,6 +393,14 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a TTL DURATION with the same limit as the nodes (ten years).
+/// A TTL that must be above 0 (`get --touch`).
+pub fn parse_positive_ttl(s: &str) -> Result<u64, String> {
+    match parse_ttl(s)? {
+        0 => Err("must be more than 0".into()),
+        ttl_ms => Ok(ttl_ms),
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
     let ttl_ms = parse_duration_ms(s)?;
     match i64::try_from(ttl_ms) {
@@ -452,8 +485,18 @@ mod tests {
 
     #[test]
     fn get() {
-        assert!(matches!(command(&["get", "k"]), Command::Get { key, stale: false } if key == "k"));
+        assert!(
+            matches!(command(&["get", "k"]), Command::Get { key, stale: false, touch: None } if key == "k")
+        );
         assert!(matches!(command(&["get", "k", "--stale"]), Command::Get { stale: true, .. }));
+        assert!(matches!(
+            command(&["get", "k", "--touch", "30m"]),
+            Command::Get { touch: Some(1_800_000), .. }
+        ));
+        assert!(matches!(
+            command(&["incr", "n", "--request-id", "r1"]),
+            Command::Incr { request_id: Some(id), .. } if id == "r1"
+        ));
         assert!(parse_error(&["get"]).contains("KEY"));
     }
 
@@ -511,7 +554,8 @@ mod tests {
     fn put() {
         assert!(matches!(
             command(&["put", "k", "v"]),
-            Command::Put { key, value, ttl_ms: 0, if_absent: false, if_version: None } if key == "k" && value == "v"
+            Command::Put { key, value, ttl_ms: 0, if_absent: false, if_version: None, request_id: None }
+                if key == "k" && value == "v"
         ));
         assert!(matches!(
             command(&["put", "k", "v", "--ttl", "30s", "--if-version", "7"]),

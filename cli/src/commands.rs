@@ -45,9 +45,13 @@ pub async fn run(
     let failed = |e: Error| Failure::from_client(e, &addrs);
 
     match command {
-        Command::Get { key, stale } => {
+        Command::Get { key, stale, touch } => {
             let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
-            match client.get(key, consistency).await.map_err(failed)? {
+            let got = match touch {
+                Some(ttl_ms) => client.get_and_touch(key, ttl_ms).await,
+                None => client.get(key, consistency).await,
+            };
+            match got.map_err(failed)? {
                 Some(got) => {
                     out.write_all(&got.value)?;
                     out.write_all(b"\n")?;
@@ -62,7 +66,8 @@ pub async fn run(
                 }
             }
         }
-        Command::Put { key, value, ttl_ms, if_absent, if_version } => {
+        Command::Put { key, value, ttl_ms, if_absent, if_version, request_id } => {
+            let client = with_request_id(&client, request_id);
             let condition = match (if_absent, if_version) {
                 (true, _) => Condition::IfAbsent,
                 (false, Some(version)) => Condition::IfVersion(version),
@@ -71,11 +76,13 @@ pub async fn run(
             let put = client.put(key, value, PutOptions { ttl_ms, condition }).await.map_err(failed)?;
             answer(out, put_line(put))
         }
-        Command::Del { key, if_version } => {
+        Command::Del { key, if_version, request_id } => {
+            let client = with_request_id(&client, request_id);
             let deleted = client.delete(key, if_version).await.map_err(failed)?;
             answer(out, delete_line(deleted.deleted, deleted.version))
         }
-        Command::Touch { key, ttl_ms } => {
+        Command::Touch { key, ttl_ms, request_id } => {
+            let client = with_request_id(&client, request_id);
             let touched = client.touch(key, ttl_ms).await.map_err(failed)?;
             let line = match touched.found {
                 true => (format!("OK ttl_ms={}", touched.ttl_ms.unwrap_or(0)), EXIT_OK),
@@ -83,7 +90,8 @@ pub async fn run(
             };
             answer(out, line)
         }
-        Command::Incr { key, delta, ttl_ms } => {
+        Command::Incr { key, delta, ttl_ms, request_id } => {
+            let client = with_request_id(&client, request_id);
             let counter = client.increment(key, delta, ttl_ms).await.map_err(failed)?;
             writeln!(out, "{}", counter.value)?;
             if verbose {
@@ -226,6 +234,14 @@ fn admin_failure(what: &str, err: Error, addrs: &[String]) -> Failure {
 fn answer(out: &mut impl Write, (line, exit): (String, u8)) -> Result<u8, Failure> {
     writeln!(out, "{line}")?;
     Ok(exit)
+}
+
+/// The client for one write: with the operator's request id, if given.
+fn with_request_id(client: &Client, request_id: Option<String>) -> Client {
+    match request_id {
+        Some(id) => client.with_request_id(id.into()),
+        None => client.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -301,18 +301,47 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: Consistency,
     ) -> Result<Option<GetResult>, Error> {
-        let key = key.into();
+        self.read(key.into(), consistency, 0).await
+    }
+
+    /// Reads `key` linearizably and slides its expiry: its deadline moves to
+    /// at least now + `ttl_ms` (sessions that stay alive while used). The node
+    /// proposes the move through Raft only when less than its
+    /// `--touch-refresh-fraction` (half by default) of `ttl_ms` is left, so
+    /// hot reads cost a read. A key without a TTL keeps none, and a deadline
+    /// never moves earlier. The result's `ttl_ms` is the TTL after the touch.
+    pub async fn get_and_touch(
+        &self,
+        key: impl Into<Bytes>,
+        ttl_ms: u64,
+    ) -> Result<Option<GetResult>, Error> {
+        let touch_ttl_ms = wire_ttl(ttl_ms)?;
+        if touch_ttl_ms == 0 {
+            return Err(Error::InvalidArgument("get_and_touch needs a ttl_ms above 0".into()));
+        }
+        self.read(key.into(), Consistency::Linearizable, touch_ttl_ms).await
+    }
+
+    async fn read(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+        touch_ttl_ms: i64,
+    ) -> Result<Option<GetResult>, Error> {
         check_key(&key)?;
         let stale = consistency == Consistency::Stale;
         let consistency = match consistency {
             Consistency::Linearizable => proto::Consistency::Linearizable,
             Consistency::Stale => proto::Consistency::Stale,
         };
+        // A touch is a read that may propose an idempotent deadline move:
+        // retried like any read.
         let op = Op::kv("get", self.shard_of(&key), false, stale);
         let max = self.max_message_bytes();
         let response = self
             .run(op, |link, timeout| {
-                let request = proto::GetRequest { key: key.clone(), consistency: consistency.into() };
+                let request =
+                    proto::GetRequest { key: key.clone(), consistency: consistency.into(), touch_ttl_ms };
                 async move { link.call(request, timeout, max).await }
             })
             .await?;

@@ -47,6 +47,11 @@ pub struct NodeArgs {
     /// that a client's retry within it applies once (0 = off).
     #[arg(long, default_value_t = 60_000)]
     pub request_id_retention_ms: u64,
+    /// Sliding expiry: a `Get` with `touch_ttl_ms` moves the key's deadline
+    /// through Raft only when less than this fraction of `touch_ttl_ms` is left
+    /// (higher: fresher deadlines, more proposals). In (0, 1].
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    pub touch_refresh_fraction: f64,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -69,6 +74,11 @@ pub struct NodeArgs {
     /// production.
     #[arg(long, hide = true)]
     pub enable_test_faults: bool,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if value > 0.0 && value <= 1.0 { Ok(value) } else { Err(format!("{value} is not in (0, 1]")) }
 }
 
 /// Runs the node process to completion.
@@ -108,6 +118,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.log_kept_after_snapshot = args.log_kept_after_snapshot;
     config.max_value_bytes = args.max_value_bytes;
     config.request_id_retention_ms = args.request_id_retention_ms;
+    config.touch_refresh_fraction = args.touch_refresh_fraction;
     config.enable_test_faults = args.enable_test_faults;
     config.join = args.join.clone();
     if args.print_addr {

@@ -68,6 +68,11 @@ pub enum Op {
     /// commands' clocks decide), or until the shard's bound forces it out.
     /// Added after the other variants, so logs written before it still decode.
     Once { request_id: Bytes, retain_until_ms: UnixMs, op: Box<Op> },
+    /// Sliding expiry (`Get` with `touch_ttl_ms`): moves the deadline of the
+    /// live record at `key` to `expires_at_ms` if that is later, and never
+    /// gives a deadline to a record without one. Idempotent, so retries are
+    /// harmless. Added last, so older logs still decode.
+    Extend { key: Bytes, expires_at_ms: UnixMs },
 }
 
 /// The result of one [`Op`], in the same position.
@@ -102,6 +107,11 @@ pub enum OpResult {
     SetPlan {
         succeeded: bool,
         revision: u64,
+    },
+    /// `expires_at_ms` is the deadline now in force (`None` = no expiry).
+    Extend {
+        found: bool,
+        expires_at_ms: Option<UnixMs>,
     },
 }
 

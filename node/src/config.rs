@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// How long a shard remembers a write's request id (and result), so that a
     /// retry within it applies once. 0 turns deduplication off.
     pub request_id_retention_ms: u64,
+    /// A `Get` with `touch_ttl_ms` proposes a deadline move only when less than
+    /// this fraction of `touch_ttl_ms` remains; in (0, 1].
+    pub touch_refresh_fraction: f64,
     /// Accept the test-only `InjectFault` admin call (chaos tests). Off in
     /// production: the call is refused.
     pub enable_test_faults: bool,
@@ -63,6 +66,7 @@ impl NodeConfig {
             expiry_interval_ms: 250,
             max_batch_ops: 1024,
             request_id_retention_ms: 60_000,
+            touch_refresh_fraction: 0.5,
             enable_test_faults: false,
             join: None,
         }

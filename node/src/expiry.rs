@@ -7,6 +7,11 @@
 //! proposing at most [`MAX_KEYS_PER_ROUND`] keys per shard per round. Apply
 //! re-checks every key against the entry's clock, so a key rewritten or touched
 //! after the scan is left alone.
+//!
+//! The same round lets an idle shard forget request ids whose retention ran
+//! out: ids are forgotten only when an entry applies (its clock decides), so a
+//! shard that stopped taking writes proposes an empty `Expire` once its oldest
+//! id is due.
 
 use std::sync::Arc;
 
@@ -27,13 +32,12 @@ pub async fn run(node: Arc<Node>) {
             if !shard.is_leader() {
                 continue;
             }
-            let keys = shard
-                .state
-                .read()
-                .expect("shard state lock poisoned")
-                .kv
-                .expired_keys(unix_now_ms(), MAX_KEYS_PER_ROUND);
-            if keys.is_empty() {
+            let now = unix_now_ms();
+            let (keys, ids_due) = {
+                let state = shard.state.read().expect("shard state lock poisoned");
+                (state.kv.expired_keys(now, MAX_KEYS_PER_ROUND), state.kv.has_requests_due(now))
+            };
+            if keys.is_empty() && !ids_due {
                 continue;
             }
             let count = keys.len();

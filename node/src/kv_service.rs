@@ -68,6 +68,25 @@ impl KvService {
     }
 }
 
+/// The live record of `key` in `shard`'s memory, as a `Get` answers it, and
+/// its deadline.
+fn read(shard: &Shard, key: &[u8]) -> (GetResponse, Option<UnixMs>) {
+    let now = unix_now_ms();
+    let state = shard.state.read().expect("shard state lock poisoned");
+    match state.kv.get(key, now) {
+        Some(record) => {
+            let response = GetResponse {
+                found: true,
+                value: record.value.clone(),
+                version: record.version,
+                ttl_ms: remaining_ms(record.expires_at_ms, now),
+            };
+            (response, record.expires_at_ms)
+        }
+        None => (GetResponse::default(), None),
+    }
+}
+
 /// `now + ttl_ms`, or no deadline for 0.
 fn deadline(ttl_ms: u64) -> Option<UnixMs> {
     (ttl_ms > 0).then(|| unix_now_ms().saturating_add(ttl_ms))
@@ -97,6 +116,12 @@ impl Kv for KvService {
         check_key(&req.key).map_err(Error::from)?;
         let consistency = Consistency::try_from(req.consistency)
             .map_err(|_| Error::InvalidArgument(format!("unknown consistency {}", req.consistency)))?;
+        let touch_ttl_ms = check_ttl(req.touch_ttl_ms).map_err(Error::from)?;
+        if touch_ttl_ms > 0 && consistency == Consistency::Stale {
+            return Err(
+                Error::InvalidArgument("touch_ttl_ms needs a linearizable read, not STALE".into()).into()
+            );
+        }
         let shard = self.node.shard_for_key(&req.key)?;
         if consistency == Consistency::Linearizable {
             if !shard.is_leader() {
@@ -104,18 +129,20 @@ impl Kv for KvService {
             }
             shard.reader.confirm().await?;
         }
-        let now = unix_now_ms();
-        let state = shard.state.read().expect("shard state lock poisoned");
-        let response = match state.kv.get(&req.key, now) {
-            Some(record) => GetResponse {
-                found: true,
-                value: record.value.clone(),
-                version: record.version,
-                ttl_ms: remaining_ms(record.expires_at_ms, now),
-            },
-            None => GetResponse::default(),
+        let (response, deadline) = read(&shard, &req.key);
+        // Sliding expiry: move the deadline through Raft only when less than
+        // the configured fraction of the touch TTL is left.
+        let refresh_below = (touch_ttl_ms as f64 * self.node.config.touch_refresh_fraction) as u64;
+        let Some(deadline) = deadline.filter(|_| touch_ttl_ms > 0 && response.ttl_ms < refresh_below) else {
+            return Ok(Response::new(response));
         };
-        Ok(Response::new(response))
+        let target = unix_now_ms().saturating_add(touch_ttl_ms).max(deadline);
+        match shard.proposer.propose(Op::Extend { key: req.key.clone(), expires_at_ms: target }).await? {
+            // Applied on this leader before `propose` returned: memory shows it
+            // (or a write that came after it).
+            OpResult::Extend { .. } => Ok(Response::new(read(&shard, &req.key).0)),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -145,7 +145,10 @@ pub fn write_error(
 fn op_bytes(op: &Op) -> usize {
     match op {
         Op::Put { key, value, .. } => key.len() + value.len() + 32,
-        Op::Delete { key, .. } | Op::Touch { key, .. } | Op::Increment { key, .. } => key.len() + 32,
+        Op::Delete { key, .. }
+        | Op::Touch { key, .. }
+        | Op::Increment { key, .. }
+        | Op::Extend { key, .. } => key.len() + 32,
         Op::Expire { keys } => keys.iter().map(|k| k.len() + 8).sum(),
         Op::SetClusterMap { .. } | Op::SetPlan { .. } => 4096,
         Op::Once { request_id, op, .. } => request_id.len() + 8 + op_bytes(op),

@@ -156,6 +156,12 @@ impl KvState {
         self.requests.len()
     }
 
+    /// Whether some remembered request id is due to be forgotten at `now_ms`
+    /// (the next applied entry with that clock will drop it).
+    pub fn has_requests_due(&self, now_ms: UnixMs) -> bool {
+        self.requests_by_age.first().is_some_and(|(until, _)| *until <= now_ms)
+    }
+
     /// The live record of `key` at `now_ms` (expired keys are absent).
     pub fn get(&self, key: &[u8], now_ms: UnixMs) -> Option<&Record> {
         self.map.get(key).filter(|record| record.is_live(now_ms))
@@ -233,6 +239,7 @@ impl KvState {
             Op::Once { request_id, retain_until_ms, op } => {
                 self.once(index, now_ms, request_id, *retain_until_ms, op)
             }
+            Op::Extend { key, expires_at_ms } => self.extend(now_ms, key, *expires_at_ms),
         }
     }
 
@@ -315,6 +322,20 @@ impl KvState {
         let record = Record { expires_at_ms, ..record.clone() };
         self.store(key, record);
         OpResult::Touch { found: true, expires_at_ms }
+    }
+
+    fn extend(&mut self, now_ms: UnixMs, key: &Bytes, expires_at_ms: UnixMs) -> OpResult {
+        let Some(record) = self.get(key, now_ms) else {
+            return OpResult::Extend { found: false, expires_at_ms: None };
+        };
+        match record.expires_at_ms {
+            Some(current) if current < expires_at_ms => {
+                let record = Record { expires_at_ms: Some(expires_at_ms), ..record.clone() };
+                self.store(key, record);
+                OpResult::Extend { found: true, expires_at_ms: Some(expires_at_ms) }
+            }
+            kept => OpResult::Extend { found: true, expires_at_ms: kept },
+        }
     }
 
     fn increment(
@@ -894,6 +915,7 @@ mod tests {
         apply(&mut s, 1, 0, once("r1", 50, incr("c", 1, None)));
         apply(&mut s, 2, 49, put("other", "x", None, Condition::None));
         assert_eq!(s.remembered_requests(), 1, "49 < 50: still remembered");
+        assert!(!s.has_requests_due(49) && s.has_requests_due(50));
         apply(&mut s, 3, 50, put("other", "y", None, Condition::None));
         assert_eq!(s.remembered_requests(), 0, "forgotten at its deadline");
         // Past the window, the same id applies again.

@@ -90,6 +90,18 @@ impl Model {
                 self.data.remove(key.as_ref());
                 OpResult::Delete { deleted: true, version: index }
             }
+            Op::Extend { key, expires_at_ms } => {
+                let Some(&(_, _, current)) = self.live(key, now) else {
+                    return OpResult::Extend { found: false, expires_at_ms: None };
+                };
+                match current {
+                    Some(deadline) if deadline < *expires_at_ms => {
+                        self.data.get_mut(key.as_ref()).unwrap().2 = Some(*expires_at_ms);
+                        OpResult::Extend { found: true, expires_at_ms: Some(*expires_at_ms) }
+                    }
+                    kept => OpResult::Extend { found: true, expires_at_ms: kept },
+                }
+            }
             Op::Touch { key, expires_at_ms } => {
                 if self.live(key, now).is_none() {
                     return OpResult::Touch { found: false, expires_at_ms: None };
@@ -198,6 +210,8 @@ struct Coverage {
     expire_skipped_live: u64,
     cluster_map_set: u64,
     request_id_repeated: u64,
+    extend_moved: u64,
+    extend_kept: u64,
 }
 
 struct Generator {
@@ -299,7 +313,10 @@ impl Generator {
                 let if_version = self.rng.random_bool(0.5).then(|| self.version(model, &key, index));
                 Op::Delete { key, if_version }
             }
-            42..=53 => Op::Touch { key, expires_at_ms: self.deadline(now) },
+            42..=47 => Op::Touch { key, expires_at_ms: self.deadline(now) },
+            48..=53 => {
+                Op::Extend { key, expires_at_ms: now.saturating_add_signed(self.rng.random_range(-10..=200)) }
+            }
             54..=79 => {
                 let delta = self.delta();
                 let expires_at_ms = if self.rng.random_bool(0.6) { None } else { self.deadline(now) };
@@ -367,6 +384,13 @@ fn record_coverage(cov: &mut Coverage, model: &Model, now: u64, op: &Op, result:
             cov.delete_version_mismatch += 1
         }
         (Op::Touch { .. }, OpResult::Touch { found: true, .. }) => cov.touch_ok += 1,
+        (Op::Extend { expires_at_ms, .. }, OpResult::Extend { found: true, expires_at_ms: now_in_force }) => {
+            if *now_in_force == Some(*expires_at_ms) {
+                cov.extend_moved += 1
+            } else {
+                cov.extend_kept += 1
+            }
+        }
         (Op::Increment { key, expires_at_ms: None, .. }, OpResult::Increment(Ok(_)))
             if model.live(key, now).is_some_and(|e| e.2.is_some()) =>
         {
@@ -478,6 +502,8 @@ fn state_machine_matches_model() {
         cov.expire_skipped_live,
         cov.cluster_map_set,
         cov.request_id_repeated,
+        cov.extend_moved,
+        cov.extend_kept,
     ];
     assert!(reached.iter().all(|&n| n > 0), "generator missed an outcome: {cov:?}");
 }

@@ -67,7 +67,15 @@ impl Kv for KvRouter {
                 return Err(Status::invalid_argument(format!("unknown consistency {}", req.consistency)));
             }
         };
-        let found = self.client.get(req.key, consistency).await.map_err(to_status)?;
+        let touch_ttl_ms = ttl(req.touch_ttl_ms)?;
+        let found = if touch_ttl_ms == 0 {
+            self.client.get(req.key, consistency).await
+        } else if consistency == Consistency::Stale {
+            return Err(Status::invalid_argument("touch_ttl_ms needs a linearizable read, not STALE"));
+        } else {
+            self.client.get_and_touch(req.key, touch_ttl_ms).await
+        };
+        let found = found.map_err(to_status)?;
         Ok(Response::new(match found {
             Some(r) => {
                 GetResponse { found: true, value: r.value, version: r.version, ttl_ms: r.ttl_ms.unwrap_or(0) }

@@ -156,7 +156,7 @@ impl Keys {
 async fn perform(router: &str, key: &str, call: &Call) -> Outcome {
     let bkey = Bytes::from(key.to_string());
     let request = match call {
-        Call::Get => KvRequest::Get(GetRequest { key: bkey, consistency: 0 }),
+        Call::Get => KvRequest::Get(GetRequest { key: bkey, consistency: 0, ..Default::default() }),
         Call::Put { value, condition, ttl_ms } => KvRequest::Put(PutRequest {
             key: bkey,
             value: Bytes::from(value.clone()),

@@ -27,7 +27,7 @@ pub fn put(key: &str, value: &str) -> KvRequest {
 
 /// A linearizable get of `key`.
 pub fn get(key: &str) -> KvRequest {
-    KvRequest::Get(GetRequest { key: Bytes::from(key.to_string()), consistency: 0 })
+    KvRequest::Get(GetRequest { key: Bytes::from(key.to_string()), consistency: 0, ..Default::default() })
 }
 
 /// Acknowledged writes and the errors seen by a workload.

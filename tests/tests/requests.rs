@@ -39,7 +39,11 @@ async fn call(cluster: &Cluster, req: KvRequest) -> Result<KvReply, tonic::Statu
 }
 
 async fn get(cluster: &Cluster, key: &[u8]) -> ringkv_proto::v1::GetResponse {
-    match call(cluster, KvRequest::Get(GetRequest { key: Bytes::copy_from_slice(key), consistency: 0 })).await
+    match call(
+        cluster,
+        KvRequest::Get(GetRequest { key: Bytes::copy_from_slice(key), consistency: 0, ..Default::default() }),
+    )
+    .await
     {
         Ok(KvReply::Get(r)) => r,
         other => panic!("get failed: {other:?}"),
@@ -135,8 +139,11 @@ async fn invalid_arguments_are_refused_and_write_nothing() {
         ("put large value", KvRequest::Put(put_req("k1", &"v".repeat(1025)))),
         ("put negative ttl", KvRequest::Put(PutRequest { ttl_ms: -1, ..put_req("k2", "v") })),
         ("put absurd ttl", KvRequest::Put(PutRequest { ttl_ms: MAX_TTL_MS + 1, ..put_req("k3", "v") })),
-        ("get empty key", KvRequest::Get(GetRequest { key: key(""), consistency: 0 })),
-        ("get bad consistency", KvRequest::Get(GetRequest { key: key("k"), consistency: 7 })),
+        ("get empty key", KvRequest::Get(GetRequest { key: key(""), consistency: 0, ..Default::default() })),
+        (
+            "get bad consistency",
+            KvRequest::Get(GetRequest { key: key("k"), consistency: 7, ..Default::default() }),
+        ),
         ("delete empty key", KvRequest::Delete(DeleteRequest { key: key(""), ..Default::default() })),
         (
             "touch negative ttl",
@@ -268,7 +275,9 @@ async fn kv_pipe_frames_are_answered_by_id_and_bad_ones_write_nothing() {
     let frame =
         |id, method: i32, request: Vec<u8>| KvFrame { id, method, request: request.into(), timeout_ms: 0 };
     let put = |key: &str, ttl_ms| PutRequest { ttl_ms, ..put_req(key, "piped") }.encode_to_vec();
-    let get = |key: &str| GetRequest { key: Bytes::from(key.to_string()), consistency: 0 }.encode_to_vec();
+    let get = |key: &str| {
+        GetRequest { key: Bytes::from(key.to_string()), consistency: 0, ..Default::default() }.encode_to_vec()
+    };
     let frames = vec![
         frame(1, KvMethod::Put as i32, put("p1", 0)),
         frame(2, 99, put("p-unknown-method", 0)),
@@ -316,7 +325,8 @@ async fn kv_pipe_frames_are_answered_by_id_and_bad_ones_write_nothing() {
 async fn a_stopping_node_says_goodbye_on_its_kv_pipes_and_ends_them() {
     use prost::Message;
     let mut cluster = single_node(&[]).await;
-    let get = GetRequest { key: Bytes::from_static(b"g"), consistency: 0 }.encode_to_vec();
+    let get =
+        GetRequest { key: Bytes::from_static(b"g"), consistency: 0, ..Default::default() }.encode_to_vec();
     let frame = KvFrame { id: 1, method: KvMethod::Get as i32, request: get.into(), timeout_ms: 5000 };
     let (_frames, mut replies) = open_kv_pipe(&cluster.nodes[0].addr, vec![frame]).await;
     let reply = next_reply(&mut replies).await;

@@ -170,18 +170,16 @@ impl Conn {
         }
     }
 
-    /// Reads a session and extends its TTL: ringkv `get` + `touch`, etcd
-    /// `get` + `put` on the shared lease, Redis `GETEX`.
+    /// Reads a session and extends its TTL: ringkv `get_and_touch` (a
+    /// linearizable read that proposes the move only when half the TTL is
+    /// gone), etcd `get` + `put` on the shared lease, Redis `GETEX`.
     pub async fn get_refresh(&mut self, key: &[u8]) -> Result<(), String> {
         match self {
-            Conn::Ringkv(client) => {
-                client.get(key.to_vec(), Consistency::Linearizable).await.map_err(|e| e.to_string())?;
-                client
-                    .touch(key.to_vec(), SESSION_TTL_SECS * 1000)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
+            Conn::Ringkv(client) => client
+                .get_and_touch(key.to_vec(), SESSION_TTL_SECS * 1000)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Conn::Etcd { client, lease } => {
                 let got = client.range(key, false).await?;
                 if let Some(found) = got.kvs.first() {

@@ -31,6 +31,8 @@ Output (stdout unless noted):
   del          `OK version=N`, `(not found)`, or `(condition failed) version=N`
   touch        `OK ttl_ms=N` (0 = no expiry), or `(not found)`
   incr         the new value; with -v, `version=N` on stderr
+  watch        one line per event: `PUT KEY version=N VALUE`, `DELETE KEY version=N`,
+               `EXPIRED KEY version=N`
   status       a table of nodes (state, replicas, leaderships) and shards, and a line on
                a running rebalance; with --json one JSON object whose fields are
                those of the Admin.ClusterStatus response (leader_id null: no leader;
@@ -192,6 +194,27 @@ pub enum Command {
         /// result
         #[arg(long, value_name = "ID")]
         request_id: Option<String>,
+    },
+    /// Follow the changes to a key (or, with --prefix and --shard, to one
+    /// shard's keys with a prefix), one line per event, until interrupted.
+    /// Routers do not serve watches yet: give --addr a node that leads the shard
+    Watch {
+        /// The key (omit with --prefix)
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<String>,
+        /// Watch the keys that start with this, in --shard
+        #[arg(long, requires = "shard")]
+        prefix: Option<String>,
+        /// The data shard a prefix watch covers
+        #[arg(long, value_name = "N")]
+        shard: Option<u32>,
+        /// The first version to show (a previous line's version + 1 resumes it);
+        /// default: from now on
+        #[arg(long, value_name = "VERSION")]
+        from: Option<u64>,
+        /// Stop after this many events
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
     },
     /// Show the cluster: nodes, and each shard's leader, term, applied index, lag and
     /// replicas
@@ -492,6 +515,14 @@ mod tests {
         assert!(matches!(
             command(&["get", "k", "--touch", "30m"]),
             Command::Get { touch: Some(1_800_000), .. }
+        ));
+        assert!(matches!(
+            command(&["watch", "k", "--from", "7", "--count", "2"]),
+            Command::Watch { key: Some(k), prefix: None, from: Some(7), count: Some(2), .. } if k == "k"
+        ));
+        assert!(matches!(
+            command(&["watch", "--prefix", "user:", "--shard", "3"]),
+            Command::Watch { key: None, shard: Some(3), .. }
         ));
         assert!(matches!(
             command(&["incr", "n", "--request-id", "r1"]),

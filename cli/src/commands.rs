@@ -3,6 +3,8 @@
 //! [`crate::rebalance_output`].
 
 use std::io::Write;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use ringkv_client::{Client, ClientOptions, Condition, Consistency, Error, PutOptions};
@@ -98,6 +100,15 @@ pub async fn run(
                 writeln!(err, "version={}", counter.version)?;
             }
             Ok(EXIT_OK)
+        }
+        Command::Watch { key, prefix, shard, from, count } => {
+            let request = ringkv_proto::v1::WatchRequest {
+                key: key.map(Bytes::from).unwrap_or_default(),
+                prefix: prefix.map(Bytes::from).unwrap_or_default(),
+                shard: shard.unwrap_or(0),
+                start_version: from.unwrap_or(0),
+            };
+            watch(&addrs[0], request, count, out).await.map_err(failed)
         }
         Command::Cluster(ClusterCommand::Init { nodes, shards, replicas }) => {
             if replicas as usize > nodes.0.len() {
@@ -234,6 +245,59 @@ fn admin_failure(what: &str, err: Error, addrs: &[String]) -> Failure {
 fn answer(out: &mut impl Write, (line, exit): (String, u8)) -> Result<u8, Failure> {
     writeln!(out, "{line}")?;
     Ok(exit)
+}
+
+/// Prints the events of one watch on the node at `addr`, until `count` of
+/// them (or forever).
+async fn watch(
+    addr: &str,
+    request: ringkv_proto::v1::WatchRequest,
+    count: Option<usize>,
+    out: &mut impl Write,
+) -> Result<u8, Error> {
+    use ringkv_proto::v1::WatchEventType;
+    let mut addr = addr.to_string();
+    let mut hops = 0;
+    let mut stream = loop {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Transport(format!("bad address {addr:?}: {e}")))?
+            .connect()
+            .await
+            .map_err(|e| Error::Transport(format!("{addr}: {e}")))?;
+        match ringkv_proto::v1::kv_client::KvClient::new(channel)
+            .watch(request.clone())
+            .await
+            .map_err(Error::from)
+        {
+            Ok(response) => break response.into_inner(),
+            // Follow the node's hint to the shard's leader, a few times.
+            Err(Error::NotLeader { leader_addr: Some(leader), .. }) if hops < 3 => {
+                addr = leader;
+                hops += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    let mut printed = 0;
+    while count.is_none_or(|count| printed < count) {
+        let Some(response) = stream.message().await? else { break };
+        for event in response.events {
+            let key = String::from_utf8_lossy(&event.key);
+            let line = match WatchEventType::try_from(event.r#type) {
+                Ok(WatchEventType::Put) => {
+                    format!("PUT {key} version={} {}", event.version, String::from_utf8_lossy(&event.value))
+                }
+                Ok(WatchEventType::Delete) => format!("DELETE {key} version={}", event.version),
+                Ok(WatchEventType::Expired) => format!("EXPIRED {key} version={}", event.version),
+                _ => format!("UNKNOWN {key} version={}", event.version),
+            };
+            writeln!(out, "{line}")
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::Transport(e.to_string()))?;
+            printed += 1;
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 /// The client for one write: with the operator's request id, if given.

@@ -64,6 +64,12 @@ impl FakeKv {
 
 #[tonic::async_trait]
 impl Kv for FakeKv {
+    type WatchStream = futures::stream::Empty<Result<proto::WatchResponse, Status>>;
+
+    async fn watch(&self, _: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     type PipeStream = crate::kv_pipe::Replies;
 
     async fn pipe(
@@ -473,6 +479,12 @@ impl FakeServer {
 
 #[tonic::async_trait]
 impl Kv for FakeServer {
+    type WatchStream = futures::stream::Empty<Result<proto::WatchResponse, Status>>;
+
+    async fn watch(&self, _: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     type PipeStream = crate::kv_pipe::Replies;
 
     async fn pipe(

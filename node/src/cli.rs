@@ -52,6 +52,11 @@ pub struct NodeArgs {
     /// (higher: fresher deadlines, more proposals). In (0, 1].
     #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
     pub touch_refresh_fraction: f64,
+    /// Change events each shard keeps, so a `Watch` can resume from a version
+    /// this far back (older: OUT_OF_RANGE). Memory: about 130 bytes per event
+    /// beyond the values still stored.
+    #[arg(long, default_value_t = crate::events::DEFAULT_RETAINED_EVENTS)]
+    pub watch_retention_events: usize,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -119,6 +124,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.max_value_bytes = args.max_value_bytes;
     config.request_id_retention_ms = args.request_id_retention_ms;
     config.touch_refresh_fraction = args.touch_refresh_fraction;
+    config.watch_retention_events = args.watch_retention_events.max(1);
     config.enable_test_faults = args.enable_test_faults;
     config.join = args.join.clone();
     if args.print_addr {

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     /// A `Get` with `touch_ttl_ms` proposes a deadline move only when less than
     /// this fraction of `touch_ttl_ms` remains; in (0, 1].
     pub touch_refresh_fraction: f64,
+    /// Change events each shard keeps for `Watch` resumes.
+    pub watch_retention_events: usize,
     /// Accept the test-only `InjectFault` admin call (chaos tests). Off in
     /// production: the call is refused.
     pub enable_test_faults: bool,
@@ -67,6 +69,7 @@ impl NodeConfig {
             max_batch_ops: 1024,
             request_id_retention_ms: 60_000,
             touch_refresh_fraction: 0.5,
+            watch_retention_events: crate::events::DEFAULT_RETAINED_EVENTS,
             enable_test_faults: false,
             join: None,
         }

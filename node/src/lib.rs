@@ -48,6 +48,7 @@ pub mod command;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod events;
 pub mod expiry;
 pub mod kv_service;
 pub mod leader_transfer;

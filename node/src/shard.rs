@@ -10,6 +10,7 @@ use ringkv_core::ShardId;
 
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::events::ShardEvents;
 use crate::proposer::Proposer;
 use crate::raft_types::StorageError;
 use crate::raft_types::{NodeId, Raft};
@@ -30,6 +31,11 @@ pub struct Shard {
     pub hold: tokio::sync::watch::Sender<bool>,
     /// Who may switch elections on: see [`ElectGate`].
     pub elect: Arc<ElectGate>,
+    /// What each applied entry changed (for `Watch`).
+    pub events: Arc<ShardEvents>,
+    /// The last version recorded in `events`; closed once the state machine
+    /// is gone (the replica stopped).
+    pub progress: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The one owner of a replica's "may campaign" switch, which two things turn
@@ -85,6 +91,9 @@ impl Shard {
             .await
             .map_err(|e| Error::Internal(format!("shard {id}: reading the vote and log: {e}")))?;
         let state = sm_store.state();
+        let events = sm_store.events();
+        events.set_max_events(config.watch_retention_events);
+        let progress = sm_store.progress();
         let raft_config = config
             .raft_config(id)
             .map_err(|e| Error::InvalidArgument(format!("bad Raft timing configuration: {e}")))?;
@@ -99,7 +108,7 @@ impl Shard {
         let (hold, held) = tokio::sync::watch::channel(false);
         let proposer = Proposer::spawn(id, raft.clone(), config.max_batch_ops, held.clone());
         let reader = ReadBatcher::spawn(id, raft.clone(), fence, held);
-        Ok(Shard { id, raft, state, proposer, reader, hold, elect })
+        Ok(Shard { id, raft, state, proposer, reader, hold, elect, events, progress })
     }
 
     /// The current leader as this replica knows it, with its address.

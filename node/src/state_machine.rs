@@ -67,9 +67,6 @@
 //! - A snapshot is built from `clone()` (or `encode_snapshot`) of the whole state,
 //!   O(keys) while the caller holds the state; a persistent/copy-on-write map would let
 //!   applies continue during a long snapshot.
-//! - Watch needs events that `apply` does not report yet: which keys `Expire` removed,
-//!   and that a `Put`/`Increment`/`Delete` replaced or removed a record that had
-//!   already expired (today such a key gets no `EXPIRED` event of its own).
 //! - `Condition::IfVersion(0)` never succeeds (0 means "absent", no live key has
 //!   version 0); it is not an alias for `IfAbsent` as etcd's `mod_revision == 0` is.
 //! - A deadline at or before `now_ms` is stored as given: `Put`/`Increment` then write
@@ -88,6 +85,7 @@ use ringkv_core::{ClusterMap, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::command::{Command, Condition, IncrementError, IncrementOk, Op, OpResult, Response, UnixMs};
+use crate::events::{Event, EventKind};
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +133,23 @@ pub struct KvState {
     requests: BTreeMap<Bytes, (UnixMs, OpResult)>,
     /// Derived: `(until, id)` for every entry of `requests`, oldest first.
     requests_by_age: BTreeSet<(UnixMs, Bytes)>,
+    /// Where applies record their events while [`KvState::apply_with_events`]
+    /// runs. Not state: never compared, never serialized.
+    sink: EventSink,
 }
+
+/// Events being recorded (`Some`) or not (`None`); equal to any other sink,
+/// so it never makes two states differ.
+#[derive(Debug, Clone, Default)]
+struct EventSink(Option<Vec<Event>>);
+
+impl PartialEq for EventSink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EventSink {}
 
 /// Most request ids a shard remembers; past it the one due to be forgotten
 /// soonest goes first. At ~150 bytes each, 100k ids are ~15 MB per shard.
@@ -149,6 +163,29 @@ impl KvState {
         self.forget_requests(now_ms);
         let results = command.ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect();
         Response { results }
+    }
+
+    /// [`KvState::apply`], appending to `events` what the entry changed (see
+    /// [`crate::events`]).
+    pub fn apply_with_events(&mut self, index: u64, command: &Command, events: &mut Vec<Event>) -> Response {
+        self.sink.0 = Some(std::mem::take(events));
+        let response = self.apply(index, command);
+        *events = self.sink.0.take().unwrap_or_default();
+        response
+    }
+
+    fn emit(&mut self, version: u64, kind: EventKind, key: &Bytes, value: &Bytes) {
+        if let Some(events) = &mut self.sink.0 {
+            events.push(Event { version, kind, key: key.clone(), value: value.clone() });
+        }
+    }
+
+    /// Records `Expired` for a stored record at `key` that is expired at
+    /// `now_ms` (about to be replaced or removed).
+    fn emit_if_expired(&mut self, version: u64, now_ms: UnixMs, key: &Bytes) {
+        if self.map.get(key.as_ref()).is_some_and(|record| !record.is_live(now_ms)) {
+            self.emit(version, EventKind::Expired, key, &Bytes::new());
+        }
     }
 
     /// How many request ids the shard remembers now.
@@ -231,7 +268,7 @@ impl KvState {
             Op::Increment { key, delta, expires_at_ms } => {
                 OpResult::Increment(self.increment(index, now_ms, key, *delta, *expires_at_ms))
             }
-            Op::Expire { keys } => self.expire(now_ms, keys),
+            Op::Expire { keys } => self.expire(index, now_ms, keys),
             Op::SetClusterMap { expected_epoch, map } => self.set_cluster_map(*expected_epoch, map),
             Op::SetPlan { expected_revision, expected_epoch, plan } => {
                 self.set_plan(*expected_revision, *expected_epoch, plan)
@@ -295,6 +332,8 @@ impl KvState {
         if !allowed {
             return OpResult::Put { succeeded: false, version: self.live_version(key, now_ms) };
         }
+        self.emit_if_expired(index, now_ms, key);
+        self.emit(index, EventKind::Put, key, value);
         self.store(key, Record { value: value.clone(), version: index, expires_at_ms });
         OpResult::Put { succeeded: true, version: index }
     }
@@ -305,12 +344,14 @@ impl KvState {
         };
         if !record.is_live(now_ms) {
             // Logically absent already: reclaim it, but report that nothing was deleted.
+            self.emit(index, EventKind::Expired, key, &Bytes::new());
             self.unstore(key);
             return OpResult::Delete { deleted: false, version: 0 };
         }
         if if_version.is_some_and(|version| version != record.version) {
             return OpResult::Delete { deleted: false, version: record.version };
         }
+        self.emit(index, EventKind::Delete, key, &Bytes::new());
         self.unstore(key);
         OpResult::Delete { deleted: true, version: index }
     }
@@ -356,14 +397,17 @@ impl KvState {
             version: index,
             expires_at_ms: expires_at_ms.or(kept_deadline),
         };
+        self.emit_if_expired(index, now_ms, key);
+        self.emit(index, EventKind::Put, key, &record.value);
         self.store(key, record);
         Ok(IncrementOk { value, version: index })
     }
 
-    fn expire(&mut self, now_ms: UnixMs, keys: &[Bytes]) -> OpResult {
+    fn expire(&mut self, index: u64, now_ms: UnixMs, keys: &[Bytes]) -> OpResult {
         let mut removed = 0;
         for key in keys {
             if self.map.get(key.as_ref()).is_some_and(|record| !record.is_live(now_ms)) {
+                self.emit(index, EventKind::Expired, key, &Bytes::new());
                 self.unstore(key);
                 removed += 1;
             }
@@ -431,7 +475,16 @@ impl KvState {
             .collect();
         let approx_bytes = map.iter().map(|(key, r)| (key.len() + r.value.len()) as u64).sum();
         let requests_by_age = requests.iter().map(|(id, (until, _))| (*until, id.clone())).collect();
-        KvState { map, cluster_map, rebalance, expiry, approx_bytes, requests, requests_by_age }
+        KvState {
+            map,
+            cluster_map,
+            rebalance,
+            expiry,
+            approx_bytes,
+            requests,
+            requests_by_age,
+            sink: EventSink::default(),
+        }
     }
 }
 
@@ -951,6 +1004,36 @@ mod tests {
         let v2 = SnapshotRef::V2 { map: &s.map, cluster_map: &None, rebalance: &None };
         let old = KvState::decode_snapshot(&postcard::to_allocvec(&v2).expect("encodes")).expect("decodes");
         assert_eq!((old.len(), old.remembered_requests()), (1, 0));
+    }
+
+    #[test]
+    fn changes_are_recorded_as_events_in_op_order() {
+        use crate::events::{Event, EventKind};
+        let event = |version, kind, k: &str, v: &str| Event { version, kind, key: key(k), value: key(v) };
+        let mut s = KvState::default();
+        let mut events = Vec::new();
+        let ops = vec![
+            put("a", "1", Some(10), Condition::None),
+            put("b", "2", None, Condition::IfAbsent),
+            put("b", "3", None, Condition::IfAbsent), // fails: no event
+        ];
+        s.apply_with_events(1, &Command { now_ms: 0, ops }, &mut events);
+        assert_eq!(events, vec![event(1, EventKind::Put, "a", "1"), event(1, EventKind::Put, "b", "2")]);
+        events.clear();
+        // At 10, "a" has expired: replacing it reports the expiry, then the put.
+        let ops = vec![incr("a", 5, None), delete("b", None), expire(&["a"])];
+        s.apply_with_events(2, &Command { now_ms: 10, ops }, &mut events);
+        assert_eq!(
+            events,
+            vec![
+                event(2, EventKind::Expired, "a", ""),
+                event(2, EventKind::Put, "a", "5"),
+                event(2, EventKind::Delete, "b", ""),
+            ]
+        );
+        // Plain apply records nothing and leaves no sink behind.
+        apply(&mut s, 3, 10, put("c", "x", None, Condition::None));
+        assert!(s.sink.0.is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use ringkv_core::ClusterMap;
 use ringkv_node::command::{Command, Condition, IncrementError, IncrementOk, Op, OpResult, UnixMs};
+use ringkv_node::events::{Event, EventKind};
 use ringkv_node::state_machine::KvState;
 
 const SEEDS: u64 = 20;
@@ -27,6 +28,8 @@ struct Model {
     plan_revision: u64,
     /// request id → (remembered until, result)
     requests: BTreeMap<Vec<u8>, (u64, OpResult)>,
+    /// The change events of the ops applied since the last take.
+    events: Vec<Event>,
 }
 
 impl Model {
@@ -42,6 +45,18 @@ impl Model {
         match self.live(key, now) {
             Some(entry) => entry.1,
             None => 0,
+        }
+    }
+
+    fn event(&mut self, version: u64, kind: EventKind, key: &[u8], value: &[u8]) {
+        let (key, value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+        self.events.push(Event { version, kind, key, value });
+    }
+
+    /// `Expired` if `key` is stored but not live at `now`.
+    fn expired_event(&mut self, version: u64, now: u64, key: &[u8]) {
+        if self.data.contains_key(key) && self.live(key, now).is_none() {
+            self.event(version, EventKind::Expired, key, b"");
         }
     }
 
@@ -70,6 +85,8 @@ impl Model {
                     Condition::IfVersion(v) => current != 0 && current == *v,
                 };
                 if ok {
+                    self.expired_event(index, now, key);
+                    self.event(index, EventKind::Put, key, value);
                     self.data.insert(key.to_vec(), (value.to_vec(), index, *expires_at_ms));
                     OpResult::Put { succeeded: true, version: index }
                 } else {
@@ -79,6 +96,7 @@ impl Model {
             Op::Delete { key, if_version } => {
                 let current = self.live_version(key, now);
                 if current == 0 {
+                    self.expired_event(index, now, key);
                     self.data.remove(key.as_ref());
                     return OpResult::Delete { deleted: false, version: 0 };
                 }
@@ -87,6 +105,7 @@ impl Model {
                 {
                     return OpResult::Delete { deleted: false, version: current };
                 }
+                self.event(index, EventKind::Delete, key, b"");
                 self.data.remove(key.as_ref());
                 OpResult::Delete { deleted: true, version: index }
             }
@@ -122,6 +141,8 @@ impl Model {
                     return OpResult::Increment(Err(IncrementError::Overflow));
                 };
                 let deadline = if expires_at_ms.is_some() { *expires_at_ms } else { old_deadline };
+                self.expired_event(index, now, key);
+                self.event(index, EventKind::Put, key, format!("{new}").as_bytes());
                 self.data.insert(key.to_vec(), (format!("{new}").into_bytes(), index, deadline));
                 OpResult::Increment(Ok(IncrementOk { value: new, version: index }))
             }
@@ -129,6 +150,7 @@ impl Model {
                 let mut removed = 0;
                 for key in keys {
                     if self.data.contains_key(key.as_ref()) && self.live(key, now).is_none() {
+                        self.event(index, EventKind::Expired, key, b"");
                         self.data.remove(key.as_ref());
                         removed += 1;
                     }
@@ -212,6 +234,7 @@ struct Coverage {
     request_id_repeated: u64,
     extend_moved: u64,
     extend_kept: u64,
+    expired_events: u64,
 }
 
 struct Generator {
@@ -458,7 +481,8 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
             .collect();
         let command = Command { now_ms: now, ops };
 
-        let response = state.apply(index, &command);
+        let mut events = Vec::new();
+        let response = state.apply_with_events(index, &command, &mut events);
         assert_eq!(response.results.len(), command.ops.len());
         model.start_command(now);
         for (i, (op, got)) in command.ops.iter().zip(&response.results).enumerate() {
@@ -467,6 +491,9 @@ fn run_seed(seed: u64, cov: &mut Coverage) {
             assert_eq!(got, &want, "seed {seed} step {step} op {i}: {op:?} at index {index} now {now}");
             record_coverage(cov, &before, now, op, got);
         }
+        let want_events = std::mem::take(&mut model.events);
+        assert_eq!(events, want_events, "seed {seed} step {step}: events of entry {index}");
+        cov.expired_events += events.iter().filter(|e| e.kind == EventKind::Expired).count() as u64;
 
         let ctx = format!("seed {seed} step {step}");
         if step % 25 == 0 || step + 1 == COMMANDS_PER_SEED {
@@ -504,6 +531,7 @@ fn state_machine_matches_model() {
         cov.request_id_repeated,
         cov.extend_moved,
         cov.extend_kept,
+        cov.expired_events,
     ];
     assert!(reached.iter().all(|&n| n > 0), "generator missed an outcome: {cov:?}");
 }

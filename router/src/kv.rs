@@ -49,6 +49,17 @@ fn ttl(ttl_ms: i64) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Kv for KvRouter {
+    type WatchStream = tonic::codegen::BoxStream<ringkv_proto::v1::WatchResponse>;
+
+    /// Not yet: the router's watch fans a prefix out to every shard and
+    /// merges the streams with a per-shard resume token (issue 7).
+    async fn watch(
+        &self,
+        _: Request<ringkv_proto::v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Watch through the router is not built yet: watch the shard's leader node"))
+    }
+
     type PipeStream = ringkv_client::kv_pipe::Replies;
 
     async fn pipe(&self, request: Request<Streaming<KvFrame>>) -> Result<Response<Self::PipeStream>, Status> {

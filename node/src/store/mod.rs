@@ -184,7 +184,7 @@ impl NodeStorage {
         let handle = ShardHandle::open(self.clone(), shard)?;
         let snapshot = handle.load_snapshot_at_open()?;
         let handle = Arc::new(handle);
-        let sm = StateMachineStore::open(handle.clone(), snapshot)?;
+        let sm = StateMachineStore::open(handle.clone(), snapshot, crate::events::DEFAULT_RETAINED_EVENTS)?;
         reservation.opened(&handle);
         Ok((LogStore::new(handle), sm))
     }

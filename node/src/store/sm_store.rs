@@ -41,6 +41,7 @@ use super::StoreError;
 use super::shard::{Replace, ShardHandle};
 use super::snapshot_file::SnapshotFile;
 use crate::command::Response;
+use crate::events::ShardEvents;
 use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state_machine::KvState;
 
@@ -68,11 +69,20 @@ pub struct ShardState {
 pub struct StateMachineStore {
     shard: Arc<ShardHandle>,
     state: Arc<RwLock<ShardState>>,
+    /// What each applied entry changed, for watchers.
+    events: Arc<ShardEvents>,
+    /// The last version recorded in `events`: wakes the watchers; dropped
+    /// with the state machine, which ends them.
+    progress: tokio::sync::watch::Sender<u64>,
 }
 
 impl StateMachineStore {
     /// Builds the state machine from the snapshot loaded at open (or empty).
-    pub(crate) fn open(shard: Arc<ShardHandle>, snapshot: Option<SnapshotFile>) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        shard: Arc<ShardHandle>,
+        snapshot: Option<SnapshotFile>,
+        max_events: usize,
+    ) -> Result<Self, StoreError> {
         let state = match snapshot {
             None => ShardState::default(),
             Some(file) => {
@@ -82,7 +92,21 @@ impl StateMachineStore {
                 ShardState { kv, last_applied: file.meta.last_log_id, membership: file.meta.last_membership }
             }
         };
-        Ok(StateMachineStore { shard, state: Arc::new(RwLock::new(state)) })
+        let applied = state.last_applied.map_or(0, |id| id.index);
+        let events = Arc::new(ShardEvents::new(applied, max_events));
+        let (progress, _) = tokio::sync::watch::channel(applied);
+        Ok(StateMachineStore { shard, state: Arc::new(RwLock::new(state)), events, progress })
+    }
+
+    /// The replica's change events, for watchers.
+    pub fn events(&self) -> Arc<ShardEvents> {
+        self.events.clone()
+    }
+
+    /// Wakes on every recorded version; closed when the state machine is
+    /// dropped (the replica stopped).
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.subscribe()
     }
 
     /// The shared state, for readers. Take the read lock briefly; never hold it
@@ -158,16 +182,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // One lock per entry: readers get in between entries, and always see
             // an entry's data together with its last_applied.
             let mut state = self.state.write().map_err(|_| poisoned())?;
+            let mut events = Vec::new();
             let response = match entry.payload {
                 EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(command) => state.kv.apply(entry.log_id.index, &command),
+                EntryPayload::Normal(command) => {
+                    state.kv.apply_with_events(entry.log_id.index, &command, &mut events)
+                }
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::default()
                 }
             };
             state.last_applied = Some(entry.log_id);
+            drop(state);
+            self.events.record(entry.log_id.index, events);
             responses.push(response);
+        }
+        if let Some(last) = self.state.read().map_err(|_| poisoned())?.last_applied {
+            self.progress.send_replace(last.index);
         }
         Ok(responses)
     }
@@ -204,6 +236,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
         *state = ShardState { kv, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        drop(state);
+        // The events before the snapshot are unknown here: watchers of them
+        // get OUT_OF_RANGE.
+        let applied = meta.last_log_id.map_or(0, |id| id.index);
+        self.events.reset(applied);
+        self.progress.send_replace(applied);
         Ok(())
     }
 

@@ -44,8 +44,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
     /// How long, in ms, a shard remembers a write's request id and result, so
-    /// that a client's retry within it applies once (0 = off).
-    #[arg(long, default_value_t = 60_000)]
+    /// that a client's retry within it applies once. Clients retry writes
+    /// relying on it, so it cannot be turned off: 10 s (the client's default
+    /// request deadline) to 1 h.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10_000..=3_600_000))]
     pub request_id_retention_ms: u64,
     /// Sliding expiry: a `Get` with `touch_ttl_ms` moves the key's deadline
     /// through Raft only when less than this fraction of `touch_ttl_ms` is left
@@ -181,5 +183,38 @@ fn init_logging(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<NodeArgs, clap::Error> {
+        let base = ["ringkv-node", "--id", "1", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"];
+        NodeArgs::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn request_id_retention_cannot_be_turned_off_or_made_shorter_than_a_client_deadline() {
+        assert_eq!(parse(&[]).expect("defaults").request_id_retention_ms, 60_000);
+        for bad in ["0", "9999", "3600001"] {
+            let err = parse(&["--request-id-retention-ms", bad]).expect_err(bad).to_string();
+            assert!(err.contains("--request-id-retention-ms"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse(&["--request-id-retention-ms", "10000"]).expect("min").request_id_retention_ms,
+            10_000
+        );
+    }
+
+    #[test]
+    fn touch_refresh_fraction_is_in_zero_one() {
+        for bad in ["0", "1.5", "x"] {
+            assert!(parse(&["--touch-refresh-fraction", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(parse(&["--touch-refresh-fraction", "1"]).expect("1").touch_refresh_fraction, 1.0);
     }
 }

@@ -37,7 +37,8 @@ pub struct NodeConfig {
     /// Most client operations folded into one Raft log entry.
     pub max_batch_ops: usize,
     /// How long a shard remembers a write's request id (and result), so that a
-    /// retry within it applies once. 0 turns deduplication off.
+    /// retry within it applies once. Clients retry writes relying on it, so it
+    /// is never off; it must outlast their overall request deadline.
     pub request_id_retention_ms: u64,
     /// A `Get` with `touch_ttl_ms` proposes a deadline move only when less than
     /// this fraction of `touch_ttl_ms` remains; in (0, 1].

@@ -56,7 +56,7 @@ impl KvService {
     async fn propose_write(&self, shard: &Shard, request_id: Bytes, op: Op) -> Result<OpResult, Status> {
         check_request_id(&request_id).map_err(Error::from)?;
         let retention = self.node.config.request_id_retention_ms;
-        let op = if request_id.is_empty() || retention == 0 {
+        let op = if request_id.is_empty() {
             op
         } else {
             let retain_until_ms = unix_now_ms().saturating_add(retention);
@@ -179,6 +179,8 @@ impl Watcher {
             if self.events.applied() > self.cursor {
                 continue; // more entries already recorded
             }
+            // A timer, not a wait for a condition: a progress note is due by
+            // time even when no entry is applied.
             let wait_for_progress = tokio::time::sleep(WATCH_PROGRESS_EVERY);
             tokio::select! {
                 changed = self.progress.changed() => {

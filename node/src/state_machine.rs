@@ -286,8 +286,8 @@ impl KvState {
             return result.clone();
         }
         let result = self.apply_op(index, now_ms, op);
-        // Remembered only if it would outlive this entry; a window of 0 means
-        // "do not deduplicate".
+        // Remembered only if it would outlive this entry (a leader's clock far
+        // behind the entry's could propose one that does not).
         if until > now_ms {
             self.requests.insert(request_id.clone(), (until, result.clone()));
             self.requests_by_age.insert((until, request_id.clone()));

@@ -345,7 +345,7 @@ async fn a_stopping_node_says_goodbye_on_its_kv_pipes_and_ends_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_library_sends_large_values_beside_its_pipe() {
+async fn values_larger_than_a_pipe_frame_round_trip_through_the_client_library() {
     let cluster = single_node(&[]).await;
     let addr = cluster.nodes[0].addr.clone();
     let client = ringkv_client::Client::connect(vec![addr], Default::default()).expect("client");

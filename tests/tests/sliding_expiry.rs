@@ -77,6 +77,8 @@ async fn a_touched_deadline_survives_a_leader_kill_and_an_untouched_session_expi
     let deadline = Instant::now() + TIMEOUT;
     while client.get("untouched", Consistency::Linearizable).await.expect("get").is_some() {
         assert!(Instant::now() < deadline, "the untouched session never expired");
+        // Poll interval inside the deadline loop: expiry is time-driven, and
+        // nothing pushes it to a plain reader.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(client.get("touched", Consistency::Linearizable).await.expect("get").is_some());

@@ -184,6 +184,7 @@ async fn a_watch_resumes_on_the_new_leader_with_no_gap_and_no_duplicate() {
             break stream;
         }
         assert!(Instant::now() < deadline, "no new leader accepted the watch");
+        // Poll interval inside the deadline loop: the election is under way.
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let after = collect(&mut resumed, 5).await;

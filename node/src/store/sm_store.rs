@@ -178,6 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries = entries.into_iter();
         let mut responses = Vec::with_capacity(entries.size_hint().0);
+        let mut last = None;
         for entry in entries {
             // One lock per entry: readers get in between entries, and always see
             // an entry's data together with its last_applied.
@@ -196,10 +197,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             drop(state);
             self.events.record(entry.log_id.index, events);
+            last = Some(entry.log_id.index);
             responses.push(response);
         }
-        if let Some(last) = self.state.read().map_err(|_| poisoned())?.last_applied {
-            self.progress.send_replace(last.index);
+        if let Some(last) = last {
+            self.progress.send_replace(last);
         }
         Ok(responses)
     }

@@ -195,24 +195,49 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         request_id: Option<String>,
     },
-    /// Follow the changes to a key (or, with --prefix and --shard, to one
-    /// shard's keys with a prefix), one line per event, until interrupted.
-    /// Routers do not serve watches yet: give --addr a node that leads the shard
+    /// Follow the changes to a key (or, with --prefix, to every key with a
+    /// prefix, in every shard), one line per event, until interrupted. Resumes
+    /// by itself across leader changes and router restarts; with -v, prints
+    /// the resume token after each event to stderr (give it to --after)
     Watch {
         /// The key (omit with --prefix)
-        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        #[arg(required_unless_present_any = ["prefix", "after"], conflicts_with = "prefix")]
         key: Option<String>,
-        /// Watch the keys that start with this, in --shard
-        #[arg(long, requires = "shard")]
+        /// Watch the keys that start with this
+        #[arg(long)]
         prefix: Option<String>,
-        /// The data shard a prefix watch covers
-        #[arg(long, value_name = "N")]
-        shard: Option<u32>,
-        /// The first version to show (a previous line's version + 1 resumes it);
-        /// default: from now on
-        #[arg(long, value_name = "VERSION")]
+        /// The first version to show (a previous line's version + 1 resumes a
+        /// key watch); default: from now on
+        #[arg(long, value_name = "VERSION", conflicts_with_all = ["prefix", "after"])]
         from: Option<u64>,
+        /// Continue exactly after a resume token printed by `watch -v`
+        #[arg(long, value_name = "TOKEN", conflicts_with_all = ["key", "prefix"])]
+        after: Option<String>,
         /// Stop after this many events
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+    },
+    /// Publish a message on a pub/sub channel; prints its sequence number
+    Publish {
+        /// The channel (named like a key)
+        channel: String,
+        /// The message
+        message: String,
+        /// Request id: the same publish sent again with the same id (within
+        /// the cluster's retention window) publishes once
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Print a channel's messages, one line each ("SEQ MESSAGE"), until
+    /// interrupted; resumes by itself across leader changes and restarts
+    Subscribe {
+        /// The channel
+        channel: String,
+        /// The first sequence number to show (a previous line's + 1 resumes);
+        /// default: from now on
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// Stop after this many messages
         #[arg(long, value_name = "N")]
         count: Option<usize>,
     },
@@ -521,9 +546,15 @@ mod tests {
             Command::Watch { key: Some(k), prefix: None, from: Some(7), count: Some(2), .. } if k == "k"
         ));
         assert!(matches!(
-            command(&["watch", "--prefix", "user:", "--shard", "3"]),
-            Command::Watch { key: None, shard: Some(3), .. }
+            command(&["watch", "--prefix", "user:"]),
+            Command::Watch { key: None, prefix: Some(p), .. } if p == "user:"
         ));
+        assert!(parse_error(&["watch", "--prefix", "user:", "--from", "3"]).contains("--from"));
+        assert!(matches!(
+            command(&["subscribe", "room", "--from", "9"]),
+            Command::Subscribe { from: Some(9), .. }
+        ));
+        assert!(matches!(command(&["publish", "room", "hi"]), Command::Publish { .. }));
         assert!(matches!(
             command(&["incr", "n", "--request-id", "r1"]),
             Command::Incr { request_id: Some(id), .. } if id == "r1"

@@ -4,10 +4,12 @@
 
 use std::io::Write;
 
-use bytes::Bytes;
 use std::time::Duration;
 
-use ringkv_client::{Client, ClientOptions, Condition, Consistency, Error, PutOptions};
+use ringkv_client::{
+    Client, ClientOptions, Condition, Consistency, Error, EventKind, PutOptions, ResumeToken, WatchStart,
+    WatchTarget,
+};
 
 use crate::args::{
     AdminCommand, ClientArgs, ClusterCommand, Command, DEFAULT_ADDR, RebalanceAction, RebalanceArgs,
@@ -101,14 +103,28 @@ pub async fn run(
             }
             Ok(EXIT_OK)
         }
-        Command::Watch { key, prefix, shard, from, count } => {
-            let request = ringkv_proto::v1::WatchRequest {
-                key: key.map(Bytes::from).unwrap_or_default(),
-                prefix: prefix.map(Bytes::from).unwrap_or_default(),
-                shard: shard.unwrap_or(0),
-                start_version: from.unwrap_or(0),
+        Command::Watch { key, prefix, from, after, count } => {
+            let (target, start) = match (key, prefix, after) {
+                (_, _, Some(token)) => {
+                    let token = decode_token(&token).map_err(failed)?;
+                    (token.target().clone(), WatchStart::After(token))
+                }
+                (Some(key), _, None) => {
+                    (WatchTarget::Key(key.into()), from.map_or(WatchStart::Now, WatchStart::Version))
+                }
+                (None, Some(prefix), None) => (WatchTarget::Prefix(prefix.into()), WatchStart::Now),
+                (None, None, None) => return Err(Failure::usage("watch needs a KEY, --prefix or --after")),
             };
-            watch(&addrs[0], request, count, out).await.map_err(failed)
+            watch(&client, target, start, count, verbose, out, err).await.map_err(failed)
+        }
+        Command::Publish { channel, message, request_id } => {
+            let client = with_request_id(&client, request_id);
+            let seq = client.publish(channel, message).await.map_err(failed)?;
+            writeln!(out, "{seq}")?;
+            Ok(EXIT_OK)
+        }
+        Command::Subscribe { channel, from, count } => {
+            subscribe(&client, channel, from.unwrap_or(0), count, out).await.map_err(failed)
         }
         Command::Cluster(ClusterCommand::Init { nodes, shards, replicas }) => {
             if replicas as usize > nodes.0.len() {
@@ -247,55 +263,73 @@ fn answer(out: &mut impl Write, (line, exit): (String, u8)) -> Result<u8, Failur
     Ok(exit)
 }
 
-/// Prints the events of one watch on the node at `addr`, until `count` of
-/// them (or forever).
+/// A resume token as `watch -v` prints it: hex.
+fn decode_token(hex: &str) -> Result<ResumeToken, Error> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    match bytes {
+        Some(bytes) if hex.len().is_multiple_of(2) => ResumeToken::decode(&bytes),
+        _ => Err(Error::InvalidArgument("a resume token is the hex `watch -v` printed".into())),
+    }
+}
+
+fn encode_token(token: &ResumeToken) -> String {
+    token.encode().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints a watch's events until `count` of them (or forever).
 async fn watch(
-    addr: &str,
-    request: ringkv_proto::v1::WatchRequest,
+    client: &Client,
+    target: WatchTarget,
+    start: WatchStart,
+    count: Option<usize>,
+    verbose: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<u8, Error> {
+    let io = |e: std::io::Error| Error::Transport(e.to_string());
+    let mut watch = client.watch(target, start).await?;
+    let mut printed = 0;
+    while count.is_none_or(|count| printed < count) {
+        let Some(batch) = watch.next().await else { break };
+        for event in batch?.events {
+            let key = String::from_utf8_lossy(&event.key);
+            let line = match event.kind {
+                EventKind::Put => {
+                    format!("PUT {key} version={} {}", event.version, String::from_utf8_lossy(&event.value))
+                }
+                EventKind::Delete => format!("DELETE {key} version={}", event.version),
+                EventKind::Expired => format!("EXPIRED {key} version={}", event.version),
+            };
+            writeln!(out, "{line}").and_then(|()| out.flush()).map_err(io)?;
+            printed += 1;
+        }
+        if verbose {
+            writeln!(err, "token={}", encode_token(watch.token())).map_err(io)?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Prints a channel's messages until `count` of them (or forever).
+async fn subscribe(
+    client: &Client,
+    channel: String,
+    from_seq: u64,
     count: Option<usize>,
     out: &mut impl Write,
 ) -> Result<u8, Error> {
-    use ringkv_proto::v1::WatchEventType;
-    let mut addr = addr.to_string();
-    let mut hops = 0;
-    let mut stream = loop {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Transport(format!("bad address {addr:?}: {e}")))?
-            .connect()
-            .await
-            .map_err(|e| Error::Transport(format!("{addr}: {e}")))?;
-        match ringkv_proto::v1::kv_client::KvClient::new(channel)
-            .watch(request.clone())
-            .await
-            .map_err(Error::from)
-        {
-            Ok(response) => break response.into_inner(),
-            // Follow the node's hint to the shard's leader, a few times.
-            Err(Error::NotLeader { leader_addr: Some(leader), .. }) if hops < 3 => {
-                addr = leader;
-                hops += 1;
-            }
-            Err(err) => return Err(err),
-        }
-    };
+    let mut subscription = client.subscribe(channel, from_seq).await?;
     let mut printed = 0;
     while count.is_none_or(|count| printed < count) {
-        let Some(response) = stream.message().await? else { break };
-        for event in response.events {
-            let key = String::from_utf8_lossy(&event.key);
-            let line = match WatchEventType::try_from(event.r#type) {
-                Ok(WatchEventType::Put) => {
-                    format!("PUT {key} version={} {}", event.version, String::from_utf8_lossy(&event.value))
-                }
-                Ok(WatchEventType::Delete) => format!("DELETE {key} version={}", event.version),
-                Ok(WatchEventType::Expired) => format!("EXPIRED {key} version={}", event.version),
-                _ => format!("UNKNOWN {key} version={}", event.version),
-            };
-            writeln!(out, "{line}")
-                .and_then(|()| out.flush())
-                .map_err(|e| Error::Transport(e.to_string()))?;
-            printed += 1;
-        }
+        let Some(message) = subscription.next().await else { break };
+        let message = message?;
+        writeln!(out, "{} {}", message.seq, String::from_utf8_lossy(&message.payload))
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        printed += 1;
     }
     Ok(EXIT_OK)
 }

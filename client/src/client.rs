@@ -16,10 +16,12 @@ use ringkv_core::limits::{
 use ringkv_core::{Epoch, META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
+use ringkv_proto::v1::kv_client::KvClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
+use crate::follow::Opened;
 use crate::kv_pipe::{self, KvPipe, KvRequest};
 use crate::route_table::{ClusterView, RouteTable};
 use crate::routing::{Attempts, BackoffPolicy, Step};
@@ -203,25 +205,25 @@ struct Inner {
 
 /// What [`Client::run`] needs to know about an operation.
 #[derive(Debug, Clone, Copy)]
-struct Op {
-    name: &'static str,
+pub(crate) struct Op {
+    pub(crate) name: &'static str,
     /// The key's shard, when the shard count is known.
-    shard: Option<ShardId>,
-    write: bool,
+    pub(crate) shard: Option<ShardId>,
+    pub(crate) write: bool,
     /// A write with a request id: the node applies it at most once, so it is
     /// retried like a read, whatever the outcome of the failed attempt.
-    idempotent: bool,
+    pub(crate) idempotent: bool,
     /// A stale read: any replica may answer, and the client spreads them.
-    stale: bool,
+    pub(crate) stale: bool,
     /// Whether a success proves the answering node leads `shard`.
-    leader_confirmed: bool,
+    pub(crate) leader_confirmed: bool,
     /// Added to the deadline and to each attempt's timeout: the time the server
     /// may hold a long poll before answering.
-    server_wait: Duration,
+    pub(crate) server_wait: Duration,
 }
 
 impl Op {
-    fn kv(name: &'static str, shard: Option<ShardId>, write: bool, stale: bool) -> Op {
+    pub(crate) fn kv(name: &'static str, shard: Option<ShardId>, write: bool, stale: bool) -> Op {
         Op {
             name,
             shard,
@@ -234,7 +236,7 @@ impl Op {
     }
 
     /// A KV write that carries a request id.
-    fn write_once(name: &'static str, shard: Option<ShardId>) -> Op {
+    pub(crate) fn write_once(name: &'static str, shard: Option<ShardId>) -> Op {
         Op { idempotent: true, ..Op::kv(name, shard, true, false) }
     }
 
@@ -285,7 +287,7 @@ impl Client {
     }
 
     /// This write's request id: the handle's, or 16 fresh random bytes.
-    fn request_id(&self) -> Result<Bytes, Error> {
+    pub(crate) fn request_id(&self) -> Result<Bytes, Error> {
         match &self.request_id {
             Some(id) => {
                 check_request_id(id)?;
@@ -668,9 +670,56 @@ impl Client {
         epoch
     }
 
+    /// Whether routing needs a cluster map it does not have yet.
+    pub(crate) fn needs_map(&self) -> bool {
+        self.table().needs_map()
+    }
+
+    /// Whether requests go straight to the nodes (else to the seeds, routers).
+    pub(crate) fn routes_directly(&self) -> bool {
+        self.table().direct()
+    }
+
+    /// The data shard count, once the map (or the options) gave it.
+    pub(crate) fn shard_count(&self) -> Result<u32, Error> {
+        self.table()
+            .shard_count()
+            .ok_or_else(|| Error::Unavailable("the cluster's shard count is not known yet".into()))
+    }
+
+    /// The key's shard, once the shard count is known.
+    pub(crate) fn shard_for(&self, key: &[u8]) -> Result<ShardId, Error> {
+        Ok(ringkv_core::placement::shard_for_key(key, self.shard_count()?))
+    }
+
+    /// Opens a server stream by `call` with [`Client::run`]'s routing and
+    /// retries, and reads its first response (which only says where it
+    /// starts) before calling it open. The stream has no deadline of its own:
+    /// only opening it does.
+    pub(crate) async fn open_stream<R, F, Fut>(&self, op: Op, mut call: F) -> Result<Opened<R>, Error>
+    where
+        R: Send + 'static,
+        F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>>,
+    {
+        let max = self.max_message_bytes();
+        self.run(op, |link, _timeout| {
+            let opening = call(link.kv(max));
+            async move {
+                let mut stream = opening.await?.into_inner();
+                let first = stream
+                    .message()
+                    .await?
+                    .ok_or_else(|| tonic::Status::unavailable("the stream ended before it started"))?;
+                Ok(tonic::Response::new((first, stream)))
+            }
+        })
+        .await
+    }
+
     /// The key's shard, when known. Starts a map fetch in the background if
     /// routing needs one and has none.
-    fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
+    pub(crate) fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
         let (shard, needs_map) = {
             let table = self.table();
             (table.shard_of(key), table.needs_map())
@@ -706,7 +755,11 @@ impl Client {
 
     /// Largest message the client will decode: a full-size value plus its key and
     /// framing, and never below tonic's 4 MiB default.
-    fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_value_bytes(&self) -> usize {
+        self.inner.opts.max_value_bytes
+    }
+
+    pub(crate) fn max_message_bytes(&self) -> usize {
         (self.inner.opts.max_value_bytes + MAX_KEY_BYTES + 4096).max(4 << 20)
     }
 
@@ -729,7 +782,7 @@ impl Client {
     /// Runs one operation: sends it by `call` (given a link and the attempt's
     /// timeout) until it succeeds, [`Attempts`] gives up, the attempts run out or
     /// the deadline would pass. The returned error is the last attempt's.
-    async fn run<T, F, Fut>(&self, op: Op, mut call: F) -> Result<T, Error>
+    pub(crate) async fn run<T, F, Fut>(&self, op: Op, mut call: F) -> Result<T, Error>
     where
         F: FnMut(Arc<Link>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -807,7 +860,7 @@ fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, tonic::transpo
 /// The client's connection to one address: a lazily connecting channel, and
 /// the KV pipe on it, opened on first use and reopened after it closes.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     addr: String,
     channel: Channel,
     pipe: Mutex<Option<Arc<KvPipe>>>,
@@ -816,6 +869,13 @@ struct Link {
 impl Link {
     fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel.clone())
+    }
+
+    /// The KV service for calls that are not piped (streams).
+    pub(crate) fn kv(&self, max_message_bytes: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 
     /// One KV call: on the pipe if the request is small, else unary.
@@ -845,7 +905,7 @@ impl Link {
 }
 
 /// Wraps a message in a request that carries the attempt's deadline to the server.
-fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request

@@ -70,6 +70,22 @@ impl Kv for FakeKv {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn publish(
+        &self,
+        _: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type SubscribeStream = futures::stream::Empty<Result<proto::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        _: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     type PipeStream = crate::kv_pipe::Replies;
 
     async fn pipe(
@@ -482,6 +498,22 @@ impl Kv for FakeServer {
     type WatchStream = futures::stream::Empty<Result<proto::WatchResponse, Status>>;
 
     async fn watch(&self, _: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn publish(
+        &self,
+        _: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type SubscribeStream = futures::stream::Empty<Result<proto::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        _: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
 

@@ -144,6 +144,13 @@ impl Error {
     pub fn may_have_been_applied(&self) -> bool {
         matches!(self, Error::Unavailable(_) | Error::DeadlineExceeded)
     }
+
+    /// Whether a watch or subscription asked for changes or messages its
+    /// shard no longer retains (`OUT_OF_RANGE`): re-read what you follow and
+    /// start again from now (or from the position the message names).
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(self, Error::Other { code: tonic::Code::OutOfRange, .. })
+    }
 }
 
 impl From<tonic::Status> for Error {

@@ -269,20 +269,25 @@
 //!   at the first one; shuffle the list (or use a load balancer) to spread them.
 //! - Stale reads rotate per client, not per shard.
 //! - No mapping from [`Error`] back to a `tonic::Status` yet (the router will need
-//!   one), no TLS, no bearer tokens, no `Watch`/`Publish`/`Subscribe`.
+//!   one), no TLS, no bearer tokens.
 
 pub mod client;
 pub mod error;
+mod follow;
 pub mod kv_pipe;
 pub mod pipe;
+pub mod pubsub;
 mod route_table;
 mod routing;
+pub mod watch;
 
 pub use client::{
     Client, ClientOptions, Condition, Consistency, DeleteResult, GetResult, IncrementResult, PutOptions,
     PutResult, Routing, TouchResult,
 };
 pub use error::Error;
+pub use pubsub::{Message, MessageBatch, Subscription};
+pub use watch::{EventKind, ResumeToken, Watch, WatchBatch, WatchEvent, WatchStart, WatchTarget};
 
 /// The result of a client call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -139,6 +139,11 @@ impl RouteTable {
         self.generation
     }
 
+    /// The data shard count, when known.
+    pub(crate) fn shard_count(&self) -> Option<u32> {
+        self.shard_count
+    }
+
     /// The key's shard, when the shard count is known.
     pub(crate) fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
         self.shard_count.map(|n| placement::shard_for_key(key, n))

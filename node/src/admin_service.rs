@@ -178,6 +178,12 @@ impl Admin for AdminService {
             replicas: shards.iter().map(|s| s.id).collect(),
             leading: shards.iter().filter(|s| s.is_leader()).map(|s| s.id).collect(),
             replica_status: shards.iter().map(|s| s.status()).collect(),
+            open_watches: self.node.open_streams.watches.load(std::sync::atomic::Ordering::Relaxed),
+            open_subscriptions: self
+                .node
+                .open_streams
+                .subscriptions
+                .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 

@@ -73,6 +73,10 @@ pub enum Op {
     /// gives a deadline to a record without one. Idempotent, so retries are
     /// harmless. Added last, so older logs still decode.
     Extend { key: Bytes, expires_at_ms: UnixMs },
+    /// Pub/sub: a message on `channel`. Changes no key; its only effect is the
+    /// `Message` event watchers of the channel receive, numbered by the entry's
+    /// index. Added last, so older logs still decode.
+    Publish { channel: Bytes, payload: Bytes },
 }
 
 /// The result of one [`Op`], in the same position.
@@ -112,6 +116,10 @@ pub enum OpResult {
     Extend {
         found: bool,
         expires_at_ms: Option<UnixMs>,
+    },
+    /// The message's sequence number: the entry's index.
+    Publish {
+        seq: Version,
     },
 }
 

@@ -8,7 +8,9 @@
 //! - `Delete` for a successful `Delete`;
 //! - `Expired` when a record is removed because its deadline passed: by the
 //!   background `Expire`, by a `Delete` that found it expired, or just before a
-//!   `Put`/`Increment` replaces an expired record (which then gets its `Put`).
+//!   `Put`/`Increment` replaces an expired record (which then gets its `Put`);
+//! - `Message` for a `Publish` (pub/sub shares the log: a channel's messages
+//!   are its `Message` events, and their versions its sequence numbers).
 //!
 //! A failed condition, a remembered request id, `Touch` and `Extend` record
 //! nothing (no key's value changes). Every event carries the entry's index as
@@ -26,8 +28,8 @@
 //! owns a [`tokio::sync::watch`] of the last recorded version that wakes the
 //! streams, and whose closing (the replica stopped) ends them.
 //!
-//! Not done yet: the router's fan-out and resume tokens across shards, and
-//! retention by time (it is by count: `--watch-retention-events` per shard).
+//! Retention is by count (`--watch-retention-events` per shard, changes and
+//! messages together), not by time: a busy shard keeps a shorter window.
 
 use std::collections::VecDeque;
 use std::sync::RwLock;
@@ -81,12 +83,15 @@ impl ShardEvents {
     }
 }
 
-/// What happened to a key.
+/// What happened to a key, or a message on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Put,
     Delete,
     Expired,
+    /// A pub/sub message: `key` is the channel, `value` the payload. Channels
+    /// and keys are separate name spaces: key watches never see messages.
+    Message,
 }
 
 /// One change to one key, made by the log entry at `version`.

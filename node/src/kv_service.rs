@@ -9,23 +9,24 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringkv_core::ShardId;
 use ringkv_core::limits::{check_key, check_request_id, check_ttl, check_value};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
-    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse,
-    KvFrame, PutRequest, PutResponse, TouchRequest, TouchResponse, WatchEvent, WatchEventType, WatchRequest,
-    WatchResponse, put_request,
+    ChannelMessage, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
+    IncrementResponse, KvFrame, PublishRequest, PublishResponse, PutRequest, PutResponse, SubscribeRequest,
+    SubscribeResponse, TouchRequest, TouchResponse, WatchEvent, WatchEventType, WatchRequest, WatchResponse,
+    put_request,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::{Condition, IncrementError, Op, OpResult, UnixMs};
 use crate::error::Error;
-use crate::events::{Compacted, Event, EventKind, ShardEvents};
+use crate::events::{Event, EventKind};
 use crate::node::Node;
 use crate::shard::Shard;
 use crate::time::unix_now_ms;
+use crate::watcher::{EventStream, Filter, Watcher, cursor_for};
 
 /// The KV gRPC service of a node.
 #[derive(Clone)]
@@ -104,146 +105,45 @@ fn unexpected(result: OpResult) -> Status {
     Error::Internal(format!("state machine answered with the wrong result kind: {result:?}")).into()
 }
 
-/// Events a watch stream sends per response, at most (whole entries).
-const WATCH_BATCH: usize = 256;
-
-/// What a watch stream wants from its shard's events.
-#[derive(Clone)]
-enum WatchFilter {
-    Key(Bytes),
-    Prefix(Bytes),
-}
-
-impl WatchFilter {
-    fn matches(&self, key: &[u8]) -> bool {
-        match self {
-            WatchFilter::Key(wanted) => key == wanted.as_ref(),
-            WatchFilter::Prefix(prefix) => key.starts_with(prefix),
-        }
-    }
-}
-
 fn to_proto(event: Event) -> WatchEvent {
     let kind = match event.kind {
         EventKind::Put => WatchEventType::Put,
         EventKind::Delete => WatchEventType::Delete,
         EventKind::Expired => WatchEventType::Expired,
+        EventKind::Message => WatchEventType::Unspecified, // never matched by a watch
     };
     WatchEvent { r#type: kind as i32, key: event.key, value: event.value, version: event.version }
 }
 
-fn compacted(shard: ShardId, c: Compacted) -> Status {
-    Status::out_of_range(format!(
-        "shard {shard} no longer has the events before version {}: re-read the keys and watch from \
-         start_version {}",
-        c.horizon + 1,
-        c.horizon + 1
-    ))
-}
-
-/// How often a watch that matched nothing still says how far it got, so
-/// that a resume starts from a recent version (not one already dropped).
-const WATCH_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// One watch stream's state between responses.
-struct Watcher {
-    shard: ShardId,
-    events: Arc<ShardEvents>,
-    progress: watch::Receiver<u64>,
-    stopping: watch::Receiver<bool>,
-    filter: WatchFilter,
-    /// Every event up to here has been considered.
-    cursor: u64,
-    /// The version the caller last heard of.
-    told: u64,
-    told_at: std::time::Instant,
-    done: bool,
-}
-
-impl Watcher {
-    /// The next response: matching events, a progress note, or the error that
-    /// ends the stream.
-    async fn next(&mut self) -> Result<WatchResponse, Status> {
-        loop {
-            let (batch, reached) =
-                self.events.read_after(self.cursor, WATCH_BATCH).map_err(|c| compacted(self.shard, c))?;
-            self.cursor = reached;
-            let matching: Vec<WatchEvent> =
-                batch.into_iter().filter(|e| self.filter.matches(&e.key)).map(to_proto).collect();
-            let progress_due = self.told < reached && self.told_at.elapsed() >= WATCH_PROGRESS_EVERY;
-            if !matching.is_empty() || progress_due {
-                self.told = reached;
-                self.told_at = std::time::Instant::now();
-                return Ok(WatchResponse { shard: self.shard, events: matching, version: reached });
-            }
-            if self.events.applied() > self.cursor {
-                continue; // more entries already recorded
-            }
-            // A timer, not a wait for a condition: a progress note is due by
-            // time even when no entry is applied.
-            let wait_for_progress = tokio::time::sleep(WATCH_PROGRESS_EVERY);
-            tokio::select! {
-                changed = self.progress.changed() => {
-                    changed.map_err(|_| Status::unavailable(format!(
-                        "shard {}'s replica on this node stopped: resume the watch elsewhere", self.shard
-                    )))?;
-                }
-                _ = self.stopping.wait_for(|stop| *stop) => {
-                    return Err(Status::unavailable("the node is shutting down: resume the watch elsewhere"));
-                }
-                // Wake to send a due progress note even when nothing is applied.
-                () = wait_for_progress, if self.told < self.cursor => {}
-            }
-        }
-    }
-}
-
-/// The stream of one watch, starting after `cursor`.
-fn watch_stream(
-    shard: &Shard,
-    filter: WatchFilter,
-    cursor: u64,
-    stopping: watch::Receiver<bool>,
-) -> WatchStream {
-    let watcher = Watcher {
-        shard: shard.id,
-        events: shard.events.clone(),
-        progress: shard.progress.clone(),
-        stopping,
-        filter,
-        cursor,
-        told: cursor,
-        told_at: std::time::Instant::now(),
-        done: false,
-    };
-    Box::pin(futures::stream::unfold(watcher, |mut watcher| async move {
-        if watcher.done {
-            return None;
-        }
-        let next = watcher.next().await;
-        watcher.done = next.is_err();
-        Some((next, watcher))
-    }))
-}
-
-/// A node's watch responses.
-pub type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl Kv for KvService {
-    type WatchStream = WatchStream;
+    type WatchStream = EventStream<WatchResponse>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
+        if !req.resume_token.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a node resumes a watch from start_version; resume tokens are a router's".into(),
+            )
+            .into());
+        }
         let (shard, filter) = match (req.key.is_empty(), req.prefix.is_empty()) {
             (false, true) => {
                 check_key(&req.key).map_err(Error::from)?;
-                (self.node.shard_for_key(&req.key)?, WatchFilter::Key(req.key))
+                (self.node.shard_for_key(&req.key)?, Filter::Key(req.key))
+            }
+            (true, false) if req.shard == 0 => {
+                return Err(Error::InvalidArgument(
+                    "a node serves a prefix watch one shard at a time: name the shard, or watch \
+                     through a router"
+                        .into(),
+                )
+                .into());
             }
             (true, false) => {
                 let shard =
                     self.node.shard(req.shard).ok_or(Error::WrongShard { shard: req.shard, epoch: 0 })?;
-                (shard, WatchFilter::Prefix(req.prefix))
+                (shard, Filter::Prefix(req.prefix))
             }
             _ => {
                 return Err(
@@ -254,13 +154,52 @@ impl Kv for KvService {
         if !shard.is_leader() {
             return Err(shard.not_leader().into());
         }
-        let cursor = match req.start_version {
-            0 => shard.events.applied(),
-            start => start - 1,
-        };
-        // Refuse at once what cannot be served, rather than as the first message.
-        shard.events.read_after(cursor, 0).map_err(|c| compacted(shard.id, c))?;
-        Ok(Response::new(watch_stream(&shard, filter, cursor, self.stopping.clone())))
+        let cursor = cursor_for(&shard, req.start_version)?;
+        let watcher = Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams);
+        Ok(Response::new(watcher.into_stream(|shard, events, version| WatchResponse {
+            shard,
+            events: events.into_iter().map(to_proto).collect(),
+            version,
+            resume_token: Bytes::new(),
+        })))
+    }
+
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let req = request.into_inner();
+        check_value(&req.payload, self.node.config.max_value_bytes).map_err(Error::from)?;
+        let shard = self.leader_shard(&req.channel)?;
+        let op = Op::Publish { channel: req.channel, payload: req.payload };
+        match self.propose_write(&shard, req.request_id, op).await? {
+            OpResult::Publish { seq } => Ok(Response::new(PublishResponse { seq })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    type SubscribeStream = EventStream<SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let shard = self.leader_shard(&req.channel)?;
+        let cursor = cursor_for(&shard, req.from_seq)?;
+        let watcher = Watcher::new(
+            &shard,
+            Filter::Channel(req.channel),
+            cursor,
+            self.stopping.clone(),
+            &self.node.open_streams,
+        );
+        Ok(Response::new(watcher.into_stream(|_, events, seq| {
+            SubscribeResponse {
+                messages: events
+                    .into_iter()
+                    .map(|event| ChannelMessage { seq: event.version, payload: event.value })
+                    .collect(),
+                seq,
+            }
+        })))
     }
 
     type PipeStream = ringkv_client::kv_pipe::Replies;

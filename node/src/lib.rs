@@ -64,3 +64,4 @@ pub mod state_machine;
 pub mod store;
 pub mod time;
 pub mod transport;
+pub mod watcher;

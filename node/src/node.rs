@@ -51,6 +51,8 @@ pub struct Node {
     /// Test fault (`--enable-test-faults`): how many more applied writes get
     /// `UNAVAILABLE` instead of their answer, as if the answer were lost.
     lose_write_answers: std::sync::atomic::AtomicU32,
+    /// Open `Watch` and `Subscribe` streams, for the node's status.
+    pub open_streams: crate::watcher::OpenStreams,
 }
 
 impl Node {
@@ -86,6 +88,7 @@ impl Node {
             cluster: RwLock::new(cluster),
             create_lock: tokio::sync::Mutex::new(()),
             lose_write_answers: std::sync::atomic::AtomicU32::new(0),
+            open_streams: Default::default(),
         }))
     }
 

@@ -145,6 +145,7 @@ pub fn write_error(
 fn op_bytes(op: &Op) -> usize {
     match op {
         Op::Put { key, value, .. } => key.len() + value.len() + 32,
+        Op::Publish { channel, payload } => channel.len() + payload.len() + 16,
         Op::Delete { key, .. }
         | Op::Touch { key, .. }
         | Op::Increment { key, .. }

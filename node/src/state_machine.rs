@@ -277,6 +277,10 @@ impl KvState {
                 self.once(index, now_ms, request_id, *retain_until_ms, op)
             }
             Op::Extend { key, expires_at_ms } => self.extend(now_ms, key, *expires_at_ms),
+            Op::Publish { channel, payload } => {
+                self.emit(index, EventKind::Message, channel, payload);
+                OpResult::Publish { seq: index }
+            }
         }
     }
 

@@ -109,6 +109,12 @@ impl Model {
                 self.data.remove(key.as_ref());
                 OpResult::Delete { deleted: true, version: index }
             }
+            Op::Publish { channel, payload } => {
+                // A message changes no key, and a channel named like a key is
+                // not that key.
+                self.event(index, EventKind::Message, channel, payload);
+                OpResult::Publish { seq: index }
+            }
             Op::Extend { key, expires_at_ms } => {
                 let Some(&(_, _, current)) = self.live(key, now) else {
                     return OpResult::Extend { found: false, expires_at_ms: None };
@@ -308,8 +314,10 @@ impl Generator {
     /// repeat, inside and outside their window).
     fn op(&mut self, state: &KvState, model: &Model, index: u64, now: u64) -> Op {
         let op = self.plain_op(state, model, index, now);
-        let client_write =
-            matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::Touch { .. } | Op::Increment { .. });
+        let client_write = matches!(
+            op,
+            Op::Put { .. } | Op::Delete { .. } | Op::Touch { .. } | Op::Increment { .. } | Op::Publish { .. }
+        );
         if client_write && self.rng.random_bool(0.3) {
             let request_id = Bytes::from(format!("r{}", self.rng.random_range(0..6)));
             let retain_until_ms = now.saturating_add_signed(self.rng.random_range(-10..=150));
@@ -337,7 +345,8 @@ impl Generator {
                 Op::Delete { key, if_version }
             }
             42..=47 => Op::Touch { key, expires_at_ms: self.deadline(now) },
-            48..=53 => {
+            48..=50 => Op::Publish { channel: key, payload: self.value() },
+            51..=53 => {
                 Op::Extend { key, expires_at_ms: now.saturating_add_signed(self.rng.random_range(-10..=200)) }
             }
             54..=79 => {

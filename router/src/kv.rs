@@ -7,24 +7,35 @@ use ringkv_core::limits::{check_key, check_request_id, check_ttl};
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, KvFrame,
-    PutRequest, PutResponse, TouchRequest, TouchResponse, put_request,
+    PublishRequest, PublishResponse, PutRequest, PutResponse, SubscribeRequest, TouchRequest, TouchResponse,
+    put_request,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::to_status;
+use crate::hub::{self, Hub};
+use crate::watch_stream;
 
 /// The router's KV service.
 #[derive(Clone)]
 pub struct KvRouter {
     client: Client,
-    /// Turns true when the graceful shutdown starts: KV pipes stop reading.
+    /// Turns true when the graceful shutdown starts: KV pipes stop reading,
+    /// watches and subscriptions end.
     stopping: watch::Receiver<bool>,
+    hub: Hub,
 }
 
 impl KvRouter {
     pub fn new(client: Client, stopping: watch::Receiver<bool>) -> Self {
-        KvRouter { client, stopping }
+        let hub = Hub::new(client.clone(), stopping.clone());
+        KvRouter { client, stopping, hub }
+    }
+
+    /// The pub/sub hub (for its counters).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 }
 
@@ -49,15 +60,32 @@ fn ttl(ttl_ms: i64) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Kv for KvRouter {
-    type WatchStream = tonic::codegen::BoxStream<ringkv_proto::v1::WatchResponse>;
+    type WatchStream = watch_stream::Stream;
 
-    /// Not yet: the router's watch fans a prefix out to every shard and
-    /// merges the streams with a per-shard resume token (issue 7).
     async fn watch(
         &self,
-        _: Request<ringkv_proto::v1::WatchRequest>,
+        request: Request<ringkv_proto::v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch through the router is not built yet: watch the shard's leader node"))
+        let stream = watch_stream::open(&self.client, request.into_inner(), self.stopping.clone()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.channel).map_err(invalid)?;
+        let client = self.for_write(req.request_id)?;
+        let seq = client.publish(req.channel, req.payload).await.map_err(to_status)?;
+        Ok(Response::new(PublishResponse { seq }))
+    }
+
+    type SubscribeStream = hub::Stream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.hub.subscribe(req.channel, req.from_seq).await?))
     }
 
     type PipeStream = ringkv_client::kv_pipe::Replies;

@@ -11,6 +11,10 @@
 //! deadline. The router adds:
 //!
 //! - [`kv`]: the `KV` service, each RPC validated and then handed to the client;
+//! - [`watch_stream`]: `Watch` of a key or a prefix over every shard, merged,
+//!   with resume tokens that work on any router;
+//! - [`hub`]: pub/sub, one upstream subscription per channel shared by all the
+//!   router's subscribers of it;
 //! - [`admin`]: the `Admin` service, forwarding `InitCluster` and `ClusterStatus`
 //!   to the meta shard's leader (node-internal RPCs are refused);
 //! - [`watcher`]: a task that long-polls the meta shard for a newer cluster map,
@@ -29,13 +33,15 @@
 //! ## Caveats / not done yet
 //! - The incoming request's own gRPC deadline is not propagated: every request
 //!   gets the router's `--request-timeout-ms`.
-//! - No TLS, bearer tokens, metrics or Watch/pub-sub yet (later issues).
+//! - No TLS, bearer tokens or metrics yet (issue 8).
 
 pub mod admin;
 pub mod cli;
 pub mod error;
+pub mod hub;
 pub mod kv;
 pub mod server;
+pub mod watch_stream;
 pub mod watcher;
 
 pub use server::{RouterConfig, serve};

@@ -90,3 +90,11 @@ pub async fn serve(
     tracing::info!(%local, "router stopped");
     served.map_err(|e| format!("gRPC server: {e}"))
 }
+
+/// Resolves once the graceful shutdown started (never, if its sender is gone
+/// without starting it).
+pub(crate) async fn until_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -429,6 +429,7 @@ async fn garbage_raft_rpcs_are_rejected_without_harm() {
         replicas: vec![1, 2, 3],
         leading: vec![4],
         replica_status: vec![],
+        ..Default::default()
     };
     let codec =
         tonic_prost::ProstCodec::<ringkv_proto::v1::NodeStatusResponse, ringkv_proto::v1::RaftReply>::default(

@@ -1,0 +1,200 @@
+//! The node's event streams: `Watch` (changes to a key or a prefix) and
+//! `Subscribe` (a pub/sub channel's messages) both follow one shard's
+//! [`ShardEvents`] from a cursor, filtered; they differ only in what they pick
+//! and how they frame it.
+//!
+//! A stream's first response comes at once and carries nothing but its
+//! starting point, so a caller knows the stream is in place (a change made
+//! after that is delivered) and, for "from now", where now was. After that a
+//! response carries the matching events of one or more whole log entries, or,
+//! at most once per [`PROGRESS_EVERY`] while nothing matched but the shard
+//! moved on, only how far it got, so that a resume starts from a recent
+//! version rather than one already dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv_core::{ShardId, Version};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::events::{Compacted, Event, EventKind, ShardEvents};
+use crate::shard::Shard;
+
+/// Events a stream considers per response, at most (whole entries).
+const BATCH: usize = 256;
+
+/// How often a stream that matched nothing still says how far it got.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a stream picks from its shard's events.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// Changes to one key.
+    Key(Bytes),
+    /// Changes to the keys with a prefix.
+    Prefix(Bytes),
+    /// Messages published on one channel.
+    Channel(Bytes),
+}
+
+impl Filter {
+    fn matches(&self, event: &Event) -> bool {
+        let message = event.kind == EventKind::Message;
+        match self {
+            Filter::Key(key) => !message && event.key == *key,
+            Filter::Prefix(prefix) => !message && event.key.starts_with(prefix),
+            Filter::Channel(channel) => message && event.key == *channel,
+        }
+    }
+}
+
+/// The OUT_OF_RANGE answer for a cursor whose events are gone.
+pub fn compacted(shard: ShardId, c: Compacted) -> Status {
+    let next = c.horizon + 1;
+    Status::out_of_range(format!(
+        "shard {shard} no longer has the events before version {next} (its retention is \
+         --watch-retention-events): re-read what you follow and start again from version {next}"
+    ))
+}
+
+/// Where a stream starts: after `start - 1`, or after the last applied entry
+/// when `start` is 0 (from now). Fails at once if those events are gone.
+pub fn cursor_for(shard: &Shard, start: Version) -> Result<Version, Status> {
+    let cursor = match start {
+        0 => shard.events.applied(),
+        start => start - 1,
+    };
+    shard.events.read_after(cursor, 0).map_err(|c| compacted(shard.id, c))?;
+    Ok(cursor)
+}
+
+/// How many streams of each kind are open on a node.
+#[derive(Debug, Default)]
+pub struct OpenStreams {
+    pub watches: Arc<AtomicU64>,
+    pub subscriptions: Arc<AtomicU64>,
+}
+
+/// Counts one open stream while it lives.
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicU64>) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One stream's state between responses.
+pub struct Watcher {
+    shard: ShardId,
+    events: Arc<ShardEvents>,
+    progress: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    filter: Filter,
+    /// Every event up to here has been considered.
+    cursor: Version,
+    /// The version the caller last heard of; `None` before the first response.
+    told: Option<Version>,
+    told_at: Instant,
+    _counted: Counted,
+}
+
+impl Watcher {
+    /// A stream of `shard`'s events after `cursor` (see [`cursor_for`]),
+    /// counted in `open` while it lives.
+    pub fn new(
+        shard: &Shard,
+        filter: Filter,
+        cursor: Version,
+        stopping: watch::Receiver<bool>,
+        open: &OpenStreams,
+    ) -> Watcher {
+        let counter = match filter {
+            Filter::Channel(_) => &open.subscriptions,
+            Filter::Key(_) | Filter::Prefix(_) => &open.watches,
+        };
+        Watcher {
+            _counted: Counted::new(counter),
+            shard: shard.id,
+            events: shard.events.clone(),
+            progress: shard.progress.clone(),
+            stopping,
+            filter,
+            cursor,
+            told: None,
+            told_at: Instant::now(),
+        }
+    }
+
+    /// The next response: matching events and the version everything up to
+    /// which has been considered; or the error that ends the stream.
+    pub async fn next(&mut self) -> Result<(Vec<Event>, Version), Status> {
+        if self.told.is_none() {
+            self.told = Some(self.cursor);
+            return Ok((Vec::new(), self.cursor));
+        }
+        loop {
+            let told = self.told.unwrap_or(self.cursor);
+            let (batch, reached) =
+                self.events.read_after(self.cursor, BATCH).map_err(|c| compacted(self.shard, c))?;
+            self.cursor = reached;
+            let matching: Vec<Event> = batch.into_iter().filter(|e| self.filter.matches(e)).collect();
+            let progress_due = told < reached && self.told_at.elapsed() >= PROGRESS_EVERY;
+            if !matching.is_empty() || progress_due {
+                self.told = Some(reached);
+                self.told_at = Instant::now();
+                return Ok((matching, reached));
+            }
+            if self.events.applied() > self.cursor {
+                continue; // more entries already recorded
+            }
+            // A timer, not a wait for a condition: a progress note is due by
+            // time even when no entry is applied.
+            let wait_for_progress = tokio::time::sleep(PROGRESS_EVERY);
+            tokio::select! {
+                changed = self.progress.changed() => {
+                    changed.map_err(|_| Status::unavailable(format!(
+                        "shard {}'s replica on this node stopped: resume elsewhere", self.shard
+                    )))?;
+                }
+                _ = self.stopping.wait_for(|stop| *stop) => {
+                    return Err(Status::unavailable("the node is shutting down: resume elsewhere"));
+                }
+                // Wake to send a due progress note even when nothing is applied.
+                () = wait_for_progress, if told < self.cursor => {}
+            }
+        }
+    }
+
+    /// This watcher as a stream of `frame`d responses that ends after the
+    /// first error.
+    pub fn into_stream<T, F>(self, frame: F) -> EventStream<T>
+    where
+        T: Send + 'static,
+        F: Fn(ShardId, Vec<Event>, Version) -> T + Send + Sync + 'static,
+    {
+        Box::pin(futures::stream::unfold(Some((self, frame)), |state| async move {
+            let (mut watcher, frame) = state?;
+            match watcher.next().await {
+                Ok((events, reached)) => {
+                    let response = frame(watcher.shard, events, reached);
+                    Some((Ok(response), Some((watcher, frame))))
+                }
+                Err(status) => Some((Err(status), None)),
+            }
+        }))
+    }
+}
+
+/// A stream of responses of type `T`.
+pub type EventStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;

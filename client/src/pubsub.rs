@@ -29,8 +29,10 @@ use crate::follow::{Opened, follow};
 /// One message of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Increasing along the channel, with gaps (the channel's shard numbers
-    /// its whole log): a gap is never a lost message.
+    /// Increasing along the channel, with gaps: the log index of the
+    /// message's entry in its shard × 65536 + its place among the entry's
+    /// messages (other keys and channels share the log). A gap is never a
+    /// lost message.
     pub seq: Version,
     pub payload: Bytes,
 }

@@ -90,6 +90,11 @@ impl ResumeToken {
         &self.target
     }
 
+    /// Per shard, the first version not yet delivered.
+    pub fn positions(&self) -> impl Iterator<Item = (ShardId, Version)> + '_ {
+        self.next.iter().map(|(&shard, &next)| (shard, next))
+    }
+
     /// The first version of `shard` not yet delivered.
     pub fn next_version(&self, shard: ShardId) -> Option<Version> {
         self.next.get(&shard).copied()

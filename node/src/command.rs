@@ -74,8 +74,9 @@ pub enum Op {
     /// harmless. Added last, so older logs still decode.
     Extend { key: Bytes, expires_at_ms: UnixMs },
     /// Pub/sub: a message on `channel`. Changes no key; its only effect is the
-    /// `Message` event watchers of the channel receive, numbered by the entry's
-    /// index. Added last, so older logs still decode.
+    /// `Message` event subscribers of the channel receive, numbered by the
+    /// entry's index and its place among the entry's messages
+    /// ([`crate::events::message_seq`]). Added last, so older logs still decode.
     Publish { channel: Bytes, payload: Bytes },
 }
 
@@ -117,7 +118,7 @@ pub enum OpResult {
         found: bool,
         expires_at_ms: Option<UnixMs>,
     },
-    /// The message's sequence number: the entry's index.
+    /// The message's sequence number ([`crate::events::message_seq`]).
     Publish {
         seq: Version,
     },

@@ -34,7 +34,9 @@ pub struct NodeConfig {
     /// How often the leader looks for expired keys to delete through Raft; the
     /// bound on how late memory is reclaimed (reads hide expired keys at once).
     pub expiry_interval_ms: u64,
-    /// Most client operations folded into one Raft log entry.
+    /// Most client operations folded into one Raft log entry. At most 65536:
+    /// a message's sequence number has 16 bits for its place in its entry
+    /// (`events::message_seq`).
     pub max_batch_ops: usize,
     /// How long a shard remembers a write's request id (and result), so that a
     /// retry within it applies once. Clients retry writes relying on it, so it

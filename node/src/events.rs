@@ -10,7 +10,9 @@
 //!   background `Expire`, by a `Delete` that found it expired, or just before a
 //!   `Put`/`Increment` replaces an expired record (which then gets its `Put`);
 //! - `Message` for a `Publish` (pub/sub shares the log: a channel's messages
-//!   are its `Message` events, and their versions its sequence numbers).
+//!   are its `Message` events). Several messages can share an entry, so a
+//!   message's sequence number is its entry's index and its place among the
+//!   entry's messages: [`message_seq`].
 //!
 //! A failed condition, a remembered request id, `Touch` and `Extend` record
 //! nothing (no key's value changes). Every event carries the entry's index as
@@ -36,6 +38,26 @@ use std::sync::RwLock;
 
 use bytes::Bytes;
 use ringkv_core::Version;
+
+/// The sequence number of the `position`-th message (from 0) of the entry at
+/// `index`: `index × 65536 + position`. Increasing along the log, so along
+/// every channel; an entry holds at most a proposal batch (1024 ops) of them.
+pub fn message_seq(index: Version, position: u32) -> u64 {
+    (index << MESSAGE_BITS) | u64::from(position.min(MAX_POSITION))
+}
+
+/// The entry index of a message sequence number.
+pub fn message_index(seq: u64) -> Version {
+    seq >> MESSAGE_BITS
+}
+
+/// The last sequence number an entry's messages can have.
+pub fn last_message_seq(index: Version) -> u64 {
+    message_seq(index, MAX_POSITION)
+}
+
+const MESSAGE_BITS: u32 = 16;
+const MAX_POSITION: u32 = (1 << MESSAGE_BITS) - 1;
 
 /// Events a shard keeps for watchers by default.
 pub const DEFAULT_RETAINED_EVENTS: usize = 4096;

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::{Condition, IncrementError, Op, OpResult, UnixMs};
 use crate::error::Error;
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, last_message_seq, message_index};
 use crate::node::Node;
 use crate::shard::Shard;
 use crate::time::unix_now_ms;
@@ -158,7 +158,7 @@ impl Kv for KvService {
         let watcher = Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams);
         Ok(Response::new(watcher.into_stream(|shard, events, version| WatchResponse {
             shard,
-            events: events.into_iter().map(to_proto).collect(),
+            events: events.into_iter().map(|(_, event)| to_proto(event)).collect(),
             version,
             resume_token: Bytes::new(),
         })))
@@ -183,21 +183,28 @@ impl Kv for KvService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let shard = self.leader_shard(&req.channel)?;
-        let cursor = cursor_for(&shard, req.from_seq)?;
+        // A sequence number names an entry and a place in it: start after
+        // the entry before, and skip the entry's earlier messages.
+        let from = req.from_seq;
+        let start_version = if from == 0 { 0 } else { message_index(from).max(1) };
+        let cursor = cursor_for(&shard, start_version)?;
         let watcher = Watcher::new(
             &shard,
             Filter::Channel(req.channel),
             cursor,
             self.stopping.clone(),
             &self.node.open_streams,
-        );
-        Ok(Response::new(watcher.into_stream(|_, events, seq| {
+        )
+        .skip_messages_below(from);
+        Ok(Response::new(watcher.into_stream(move |_, messages, reached| {
             SubscribeResponse {
-                messages: events
+                messages: messages
                     .into_iter()
-                    .map(|event| ChannelMessage { seq: event.version, payload: event.value })
+                    .map(|(seq, event)| ChannelMessage { seq, payload: event.value })
                     .collect(),
-                seq,
+                // Everything of the entries up to `reached`, and nothing before
+                // `from` is owed.
+                seq: last_message_seq(reached).max(from.saturating_sub(1)),
             }
         })))
     }

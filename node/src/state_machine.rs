@@ -134,14 +134,15 @@ pub struct KvState {
     /// Derived: `(until, id)` for every entry of `requests`, oldest first.
     requests_by_age: BTreeSet<(UnixMs, Bytes)>,
     /// Where applies record their events while [`KvState::apply_with_events`]
-    /// runs. Not state: never compared, never serialized.
+    /// runs, and how many messages the entry being applied published so far.
+    /// Not state: never compared, never serialized.
     sink: EventSink,
 }
 
-/// Events being recorded (`Some`) or not (`None`); equal to any other sink,
-/// so it never makes two states differ.
+/// Events being recorded (`Some`) or not (`None`), and the entry's message
+/// count; equal to any other sink, so it never makes two states differ.
 #[derive(Debug, Clone, Default)]
-struct EventSink(Option<Vec<Event>>);
+struct EventSink(Option<Vec<Event>>, u32);
 
 impl PartialEq for EventSink {
     fn eq(&self, _: &Self) -> bool {
@@ -161,6 +162,7 @@ impl KvState {
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
         let now_ms = command.now_ms;
         self.forget_requests(now_ms);
+        self.sink.1 = 0;
         let results = command.ops.iter().map(|op| self.apply_op(index, now_ms, op)).collect();
         Response { results }
     }
@@ -279,7 +281,9 @@ impl KvState {
             Op::Extend { key, expires_at_ms } => self.extend(now_ms, key, *expires_at_ms),
             Op::Publish { channel, payload } => {
                 self.emit(index, EventKind::Message, channel, payload);
-                OpResult::Publish { seq: index }
+                let position = self.sink.1;
+                self.sink.1 += 1;
+                OpResult::Publish { seq: crate::events::message_seq(index, position) }
             }
         }
     }

@@ -20,7 +20,7 @@ use ringkv_core::{ShardId, Version};
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::events::{Compacted, Event, EventKind, ShardEvents};
+use crate::events::{Compacted, Event, EventKind, ShardEvents, message_seq};
 use crate::shard::Shard;
 
 /// Events a stream considers per response, at most (whole entries).
@@ -103,6 +103,9 @@ pub struct Watcher {
     filter: Filter,
     /// Every event up to here has been considered.
     cursor: Version,
+    /// Messages numbered below this are not delivered (a subscription from a
+    /// sequence number inside an entry).
+    skip_below: u64,
     /// The version the caller last heard of; `None` before the first response.
     told: Option<Version>,
     told_at: Instant,
@@ -131,14 +134,45 @@ impl Watcher {
             stopping,
             filter,
             cursor,
+            skip_below: 0,
             told: None,
             told_at: Instant::now(),
         }
     }
 
-    /// The next response: matching events and the version everything up to
-    /// which has been considered; or the error that ends the stream.
-    pub async fn next(&mut self) -> Result<(Vec<Event>, Version), Status> {
+    /// Delivers no message numbered below `seq`.
+    pub fn skip_messages_below(mut self, seq: u64) -> Watcher {
+        self.skip_below = seq;
+        self
+    }
+
+    /// The matching events of `batch` (whole entries), each with its number:
+    /// a message's sequence number, else its version.
+    fn pick(&self, batch: Vec<Event>) -> Vec<(u64, Event)> {
+        let mut picked = Vec::new();
+        // The place of a message among its entry's messages (all channels).
+        let (mut entry, mut position) = (0, 0);
+        for event in batch {
+            let number = if event.kind == EventKind::Message {
+                if event.version != entry {
+                    (entry, position) = (event.version, 0);
+                }
+                position += 1;
+                message_seq(event.version, position - 1)
+            } else {
+                event.version
+            };
+            if self.filter.matches(&event) && number >= self.skip_below {
+                picked.push((number, event));
+            }
+        }
+        picked
+    }
+
+    /// The next response: matching events with their numbers (see
+    /// [`Watcher::pick`]), and the version up to which everything has been
+    /// considered; or the error that ends the stream.
+    pub async fn next(&mut self) -> Result<(Vec<(u64, Event)>, Version), Status> {
         if self.told.is_none() {
             self.told = Some(self.cursor);
             return Ok((Vec::new(), self.cursor));
@@ -148,7 +182,7 @@ impl Watcher {
             let (batch, reached) =
                 self.events.read_after(self.cursor, BATCH).map_err(|c| compacted(self.shard, c))?;
             self.cursor = reached;
-            let matching: Vec<Event> = batch.into_iter().filter(|e| self.filter.matches(e)).collect();
+            let matching = self.pick(batch);
             let progress_due = told < reached && self.told_at.elapsed() >= PROGRESS_EVERY;
             if !matching.is_empty() || progress_due {
                 self.told = Some(reached);
@@ -181,7 +215,7 @@ impl Watcher {
     pub fn into_stream<T, F>(self, frame: F) -> EventStream<T>
     where
         T: Send + 'static,
-        F: Fn(ShardId, Vec<Event>, Version) -> T + Send + Sync + 'static,
+        F: Fn(ShardId, Vec<(u64, Event)>, Version) -> T + Send + Sync + 'static,
     {
         Box::pin(futures::stream::unfold(Some((self, frame)), |state| async move {
             let (mut watcher, frame) = state?;

@@ -30,6 +30,8 @@ struct Model {
     requests: BTreeMap<Vec<u8>, (u64, OpResult)>,
     /// The change events of the ops applied since the last take.
     events: Vec<Event>,
+    /// Messages published by the current command so far.
+    messages: u32,
 }
 
 impl Model {
@@ -63,6 +65,7 @@ impl Model {
     /// What every command does before its ops: forget ids whose time ran out.
     fn start_command(&mut self, now: u64) {
         self.requests.retain(|_, (until, _)| *until > now);
+        self.messages = 0;
     }
 
     fn apply(&mut self, index: u64, now: u64, op: &Op) -> OpResult {
@@ -113,7 +116,9 @@ impl Model {
                 // A message changes no key, and a channel named like a key is
                 // not that key.
                 self.event(index, EventKind::Message, channel, payload);
-                OpResult::Publish { seq: index }
+                // The entry's index, then the message's place in the entry.
+                self.messages += 1;
+                OpResult::Publish { seq: (index << 16) + u64::from(self.messages - 1) }
             }
             Op::Extend { key, expires_at_ms } => {
                 let Some(&(_, _, current)) = self.live(key, now) else {

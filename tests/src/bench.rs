@@ -112,3 +112,13 @@ pub async fn wait_rebalance_ended(client: &Client, timeout: Duration) -> Rebalan
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A process's resident set size, from `/proc` (0 if unreadable).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

@@ -29,6 +29,7 @@ use ringkv_proto::v1::{
 use tokio::sync::Mutex;
 
 use crate::checker::history::{Call, Condition, Op, Outcome, Return};
+use crate::checker::watch::{Change, Seen, Segment, WatchReport};
 use crate::checker::{CheckConfig, Report};
 use crate::nemesis::{Fault, FaultKind, Nemesis};
 use crate::{Cluster, KvReply, KvRequest, send};
@@ -101,12 +102,17 @@ pub struct ChaosReport {
     pub start: Instant,
     /// Rebalance runs: why the last plan did not finish, if it did not.
     pub rebalance: Option<String>,
+    /// What a watch of the register keys through the routers delivered.
+    pub watch: WatchReport,
 }
 
 impl ChaosReport {
     /// No anomaly, no divergent replica.
     pub fn passed(&self) -> bool {
-        self.check.is_valid() && self.divergent.is_empty() && self.rebalance.is_none()
+        self.check.is_valid()
+            && self.divergent.is_empty()
+            && self.rebalance.is_none()
+            && self.watch.is_valid()
     }
 }
 
@@ -271,6 +277,9 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let routers: Vec<String> = cluster.routers.iter().map(|r| r.addr.clone()).collect();
     let keys = Arc::new(Keys::new(&config));
     let history = Arc::new(Mutex::new(Vec::new()));
+    // In place before the first write, so it owes every one of them.
+    let (catch_up_tx, catch_up) = tokio::sync::oneshot::channel();
+    let watcher = record_watch(routers.clone(), catch_up).await;
     let start = Instant::now();
     let until = start + config.duration;
 
@@ -340,12 +349,133 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     }
     let divergent = convergence(&cluster, config.shards).await;
     let history = std::mem::take(&mut *history.lock().await);
+    let shard_of = |key: &str| shard_for_key(key.as_bytes(), config.shards);
+    let mut targets: BTreeMap<u32, u64> = BTreeMap::new();
+    for op in history.iter().filter(|op| op.key.starts_with(WATCHED_PREFIX)) {
+        if let Outcome::Ok(Return::Put { version, .. } | Return::Delete { version, .. }) = op.outcome {
+            let target = targets.entry(shard_of(&op.key)).or_default();
+            *target = (*target).max(version);
+        }
+    }
+    let _ = catch_up_tx.send(targets);
+    let (segments, caught_up) = watcher.await.expect("watch recorder");
+    let mut watch =
+        crate::checker::watch::check(&history, &segments, |k| k.starts_with(WATCHED_PREFIX), shard_of);
+    if let Err(behind) = caught_up {
+        watch.anomalies.push(behind);
+    }
     let check = crate::checker::check_all(
         &history,
         &CheckConfig { final_phase_start_us, clock_bound_ms: 250, search: Default::default() },
     );
     let failovers = failover_times(&history, &faults, start, config.shards);
-    ChaosReport { config, history, faults, check, divergent, failovers, start, rebalance }
+    ChaosReport { config, history, faults, check, divergent, failovers, start, rebalance, watch }
+}
+
+/// The keys the chaos watch follows: the register keys, which span every shard.
+const WATCHED_PREFIX: &str = "reg-";
+
+/// How far the watch got: per shard, the last version it covered.
+fn reached(token: &ringkv_client::ResumeToken) -> BTreeMap<u32, u64> {
+    token.positions().map(|(shard, next)| (shard, next - 1)).collect()
+}
+
+/// Watches the register keys through the routers (as an application would)
+/// from now until told the last acknowledged version of every shard and
+/// caught up with it; returns the watch's segments and whether it caught up.
+/// A watch that ends with an error (OUT_OF_RANGE after a position fell out of
+/// a shard's retention, or a cluster down longer than the client's deadline)
+/// is replaced by one from now: a new segment.
+async fn record_watch(
+    routers: Vec<String>,
+    catch_up: tokio::sync::oneshot::Receiver<BTreeMap<u32, u64>>,
+) -> tokio::task::JoinHandle<(Vec<Segment>, Result<(), String>)> {
+    use ringkv_client::{Client, ClientOptions, EventKind, Routing, WatchStart, WatchTarget};
+    let options = ClientOptions { routing: Routing::ViaSeeds, ..Default::default() };
+    let client = Client::connect(routers, options).expect("watch client");
+    let target = WatchTarget::Prefix(Bytes::from_static(WATCHED_PREFIX.as_bytes()));
+    let open = |client: Client, target: WatchTarget| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match client.watch(target.clone(), WatchStart::Now).await {
+                Ok(watch) => return watch,
+                Err(err) => assert!(Instant::now() < deadline, "the chaos watch cannot start: {err}"),
+            }
+            // Bounded retry pause while the cluster recovers.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut watch = open(client.clone(), target.clone()).await;
+    tokio::spawn(async move {
+        let mut catch_up = catch_up;
+        let mut targets: Option<(BTreeMap<u32, u64>, Instant)> = None;
+        let mut segments = Vec::new();
+        let mut responses = 0u64;
+        let start = reached(watch.token());
+        let mut segment = Segment { start: bump(&start), reached: start, ..Default::default() };
+        loop {
+            if let Some((wanted, deadline)) = &targets {
+                if wanted.iter().all(|(shard, v)| segment.reached.get(shard).is_some_and(|r| r >= v)) {
+                    segments.push(segment);
+                    return (segments, Ok(()));
+                }
+                if Instant::now() > *deadline {
+                    let behind = format!(
+                        "the watch did not catch up in 30 s: reached {:?}, wanted {wanted:?}",
+                        segment.reached
+                    );
+                    segments.push(segment);
+                    return (segments, Err(behind));
+                }
+            }
+            let next = tokio::select! {
+                next = watch.next() => next,
+                wanted = &mut catch_up, if targets.is_none() => {
+                    targets = Some((wanted.unwrap_or_default(), Instant::now() + Duration::from_secs(30)));
+                    continue;
+                }
+                // Re-check the catch-up deadline now and then.
+                () = tokio::time::sleep(Duration::from_millis(500)), if targets.is_some() => continue,
+            };
+            match next {
+                Some(Ok(batch)) => {
+                    responses += 1;
+                    for event in batch.events {
+                        let change = match event.kind {
+                            EventKind::Put => Change::Put,
+                            EventKind::Delete => Change::Delete,
+                            EventKind::Expired => Change::Expired,
+                        };
+                        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                        segment.events.push(Seen {
+                            response: responses,
+                            shard: batch.shard,
+                            key: text(&event.key),
+                            version: event.version,
+                            change,
+                            value: text(&event.value),
+                        });
+                    }
+                    segment.reached = reached(watch.token());
+                }
+                ended => {
+                    segment.ended = Some(match ended {
+                        Some(Err(err)) => err.to_string(),
+                        _ => "ended".to_string(),
+                    });
+                    segments.push(std::mem::take(&mut segment));
+                    watch = open(client.clone(), target.clone()).await;
+                    let start = reached(watch.token());
+                    segment = Segment { start: bump(&start), reached: start, ..Default::default() };
+                }
+            }
+        }
+    })
+}
+
+/// The first versions after `reached`.
+fn bump(reached: &BTreeMap<u32, u64>) -> BTreeMap<u32, u64> {
+    reached.iter().map(|(&shard, &v)| (shard, v + 1)).collect()
 }
 
 /// Panics with its log if a node process exited on its own: faults stop
@@ -571,6 +701,7 @@ impl fmt::Display for ChaosReport {
             writeln!(f, "  shard {shard}: {seen:?}")?;
         }
         write!(f, "{}", self.check)?;
+        write!(f, "{}", self.watch)?;
         writeln!(f, "verdict: {}", if self.passed() { "PASS" } else { "FAIL" })
     }
 }

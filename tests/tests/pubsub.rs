@@ -153,3 +153,30 @@ async fn a_position_past_the_retention_is_out_of_range_and_bad_input_is_refused(
         assert!(matches!(err, ringkv_client::Error::InvalidArgument(_)), "{err:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_batched_into_one_entry_get_distinct_numbers_and_resume_inside_it() {
+    let cluster = Cluster::start(1, &[]).await;
+    cluster.init(1, 1).await.expect("init");
+    cluster.wait_for_leaders(1, TIMEOUT).await;
+    let client = Client::connect(cluster.addrs(), Default::default()).expect("client");
+    let mut subscription = client.subscribe("burst", 0).await.expect("subscribe");
+    // Concurrent publishes: the shard's proposer folds them into few entries.
+    let publishes = (0..64).map(|i| {
+        let client = client.clone();
+        async move { (client.publish("burst", format!("m{i}")).await.expect("publish"), format!("m{i}")) }
+    });
+    let mut sent: Vec<(u64, String)> = futures::future::join_all(publishes).await;
+    sent.sort();
+    let received = receive(&mut subscription, sent.len()).await;
+    assert_eq!(received, sent, "each message once, in sequence order, numbered as its publish answered");
+    let shared = sent.iter().filter(|(seq, _)| seq & 0xffff > 0).count();
+    println!("{shared} of {} messages shared an entry with an earlier one", sent.len());
+    // Resuming from any of them, also one in the middle of an entry, gives
+    // exactly the messages from there on.
+    for from in [sent[0].0, sent[sent.len() / 2].0, sent[sent.len() - 1].0] {
+        let mut resumed = client.subscribe("burst", from).await.expect("resume");
+        let expected: Vec<(u64, String)> = sent.iter().filter(|(seq, _)| *seq >= from).cloned().collect();
+        assert_eq!(receive(&mut resumed, expected.len()).await, expected, "from {from}");
+    }
+}

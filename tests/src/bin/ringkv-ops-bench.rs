@@ -21,7 +21,9 @@ use bytes::Bytes;
 use clap::Parser;
 use ringkv_client::{Client, ClientOptions};
 use ringkv_tests::Cluster;
-use ringkv_tests::bench::{percentile as pct, wait_rebalance_ended, wait_registered, writes_while};
+use ringkv_tests::bench::{
+    percentile as pct, rss_bytes, wait_rebalance_ended, wait_registered, writes_while,
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -48,15 +50,6 @@ struct Args {
 /// 16-byte keys, as in ringkv-bench.
 fn key(i: usize) -> Bytes {
     Bytes::from(format!("k{i:015}"))
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn mib(bytes: u64) -> f64 {

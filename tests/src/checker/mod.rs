@@ -14,6 +14,7 @@
 //! | [`counters`] | final value = acknowledged increments + some subset of the uncertain ones | keys written only by `Increment` |
 //! | [`lost_writes`] | every acknowledged write is visible in the final read or superseded | every key with a final read |
 //! | [`ttl`] | no read long after a TTL ran out sees the value | keys with TTL puts |
+//! | [`watch`] | a watch delivered every acknowledged write once, in version order (needs the watch's record, so the runner calls it itself) | watched keys |
 //!
 //! ## What "unknown" means
 //!
@@ -92,6 +93,7 @@ pub mod lost_writes;
 mod model;
 mod shrink;
 pub mod ttl;
+pub mod watch;
 
 pub mod selftest;
 

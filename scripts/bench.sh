@@ -15,13 +15,18 @@
 # the failover window after killing a leader, and write throughput during a
 # rebalance onto a fourth node. --ops-keys 0 skips them.
 #
+# Last, watches and pub/sub (ringkv-stream-bench): memory per idle watch and
+# per idle subscription at --streams of each, and the fan-out of one channel
+# to 1000 subscribers through the router. --streams 0 skips them.
+#
 #   scripts/bench.sh [--duration S] [--warmup S] [--workloads LIST]
-#                    [--concurrency LIST] [--keys N] [--ops-keys N] [--out FILE]
+#                    [--concurrency LIST] [--keys N] [--ops-keys N]
+#                    [--streams N] [--out FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-duration=10 warmup=2 keys=10000 ops_keys=1000000
+duration=10 warmup=2 keys=10000 ops_keys=1000000 streams=100000
 workloads=write,read,stale-read,ycsb-a,ycsb-b,sessions,hot-key
 concurrency=1,16,64,256
 out=docs/benchmarks.md
@@ -33,8 +38,9 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift 2 ;;
     --keys) keys=$2; shift 2 ;;
     --ops-keys) ops_keys=$2; shift 2 ;;
+    --streams) streams=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -57,7 +63,8 @@ fi
 
 cargo build --release -q --bin ringkv
 cargo build --release -q -p ringkv-client --features bench --bin ringkv-bench
-cargo build --release -q -p ringkv-tests --bin ringkv-ops-bench --bin ringkv-test-node
+cargo build --release -q -p ringkv-tests --bin ringkv-ops-bench --bin ringkv-stream-bench \
+  --bin ringkv-test-node --bin ringkv-test-router
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d -t ringkv-bench.XXXXXX)
@@ -182,6 +189,12 @@ EOF
 )
 fi
 
+streams_text=""
+if [ "$streams" -gt 0 ]; then
+  "$bin/ringkv-stream-bench" --watches "$streams" --subscriptions "$streams" | tee "$work/streams.txt" >&2
+  streams_text=$(sed 's/^/- /' "$work/streams.txt")
+fi
+
 mkdir -p "$(dirname "$out")"
 {
   echo "# Benchmarks: ringkv, etcd and Redis on one machine"
@@ -204,6 +217,14 @@ mkdir -p "$(dirname "$out")"
     echo "A fresh 3-node cluster (32 shards, 3 replicas) loaded with $ops_keys keys by \`ringkv-ops-bench\`; Redis loaded with the same keys (\`redis-cli --pipe\`)."
     echo
     echo "$ops"
+  fi
+  if [ -n "$streams_text" ]; then
+    echo
+    echo "## Watches and pub/sub"
+    echo
+    echo "A fresh 3-node cluster (32 shards) with a router, by \`ringkv-stream-bench --watches $streams --subscriptions $streams\` (1000 channels; fan-out: 1000 subscribers of one channel through the router, 8 publishers, 64 B messages, 10 s)."
+    echo
+    echo "$streams_text"
   fi
 } >"$out"
 echo "results written to $out" >&2

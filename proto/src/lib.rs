@@ -5,6 +5,8 @@
 #![allow(clippy::large_enum_variant)]
 #![allow(missing_docs)]
 
+pub mod codec;
+
 /// Generated messages and services of `ringkv.v1`.
 pub mod v1 {
     tonic::include_proto!("ringkv.v1");

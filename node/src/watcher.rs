@@ -169,9 +169,9 @@ impl Watcher {
         picked
     }
 
-    /// The next response: matching events with their numbers (see
-    /// [`Watcher::pick`]), and the version up to which everything has been
-    /// considered; or the error that ends the stream.
+    /// The next response: matching events with their numbers (a message's
+    /// sequence number, else the version), and the version up to which
+    /// everything has been considered; or the error that ends the stream.
     pub async fn next(&mut self) -> Result<(Vec<(u64, Event)>, Version), Status> {
         if self.told.is_none() {
             self.told = Some(self.cursor);

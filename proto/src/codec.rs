@@ -16,7 +16,7 @@ const BUFFER_BYTES: usize = 1024;
 /// tonic's default: how much a stream encodes before it yields to the runtime.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
-/// [`ProstCodec`] with [`BUFFER_BYTES`] buffers.
+/// [`ProstCodec`] with 1 KiB first buffers (`BUFFER_BYTES`).
 #[derive(Debug, Clone)]
 pub struct LeanCodec<T, U>(std::marker::PhantomData<(T, U)>);
 

@@ -9,7 +9,7 @@
 //!
 //! Responses with events go out at once. Progress-only responses (a shard
 //! moved on without a matching change) are folded: at most one per
-//! [`PROGRESS_EVERY`] carries the latest token, so a prefix over 32 shards
+//! second (`PROGRESS_EVERY`) carries the latest token, so a prefix over 32 shards
 //! does not cost its caller 32 messages a second.
 
 use std::time::Duration;

@@ -10,9 +10,10 @@
 //! oldest message it kept). It then gets those kept messages and the live ones
 //! after them, with no gap and no duplicate, because joining and the
 //! upstream's receiving take the same lock. A subscriber that asks for older
-//! messages gets an upstream of its own (from `from_seq`, served by the node's
-//! retention); the first subscriber of a channel opens the shared upstream at
-//! its own position.
+//! messages, or from a sequence number while the router has no upstream of
+//! the channel, gets an upstream of its own (from `from_seq`, served by the
+//! node's retention). A shared upstream is opened by a subscriber from now,
+//! and starts there, so that no subscriber from now gets older messages.
 //!
 //! A subscriber that falls more than [`BUFFERED`] responses behind is ended
 //! with `UNAVAILABLE` naming its position: the client library resumes it from
@@ -101,10 +102,11 @@ impl Hub {
         if let Some(joined) = self.join(&channel, from_seq) {
             return Ok(self.serve(joined, from_seq));
         }
-        let shared_exists = self.channels().contains_key(&channel);
         let subscription = self.client.subscribe(channel.clone(), from_seq).await.map_err(to_status)?;
-        if shared_exists {
-            // It cannot serve messages this old: an upstream of our own.
+        if from_seq != 0 {
+            // Older than what the shared upstream kept, or no shared upstream:
+            // an upstream of its own. Shared ones start from now, so that a
+            // subscriber from now never gets a catching-up one's older messages.
             return Ok(self.serve_alone(subscription));
         }
         let upstream = {

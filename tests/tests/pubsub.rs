@@ -130,6 +130,14 @@ async fn a_router_coalesces_its_subscribers_of_a_channel_into_one_upstream() {
     drop(late);
     drop(older);
     wait_for_open_subscriptions(&cluster, 0).await;
+
+    // With no upstream of the channel, one subscriber catching up from an old
+    // position and one from now: the one from now gets only new messages.
+    let mut catching_up = via_router(&router).subscribe("lobby", early[0].0).await.expect("from old");
+    let mut from_now = via_router(&router).subscribe("lobby", 0).await.expect("from now");
+    let fresh = publish(&publisher, "lobby", 8..9).await;
+    assert_eq!(receive(&mut from_now, 1).await, fresh, "a subscriber from now gets no older message");
+    assert_eq!(receive(&mut catching_up, 9).await, [early, sent, fresh].concat());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

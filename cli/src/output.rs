@@ -175,12 +175,58 @@ pub fn status_text(status: &ClusterStatusResponse) -> String {
     text.push('\n');
     let shards: Vec<[String; 6]> = status.shard_status.iter().map(shard_row).collect();
     text.push_str(&table(["SHARD", "LEADER", "TERM", "APPLIED", "LAG", "REPLICAS"], &shards));
-    let leaderless = status.shard_status.iter().filter(|shard| shard.leader_id == 0).count();
-    if leaderless > 0 {
-        text.push_str(&format!("\nshards without a leader: {leaderless} of {}\n", status.shard_status.len()));
+    let problems = shard_problems(status);
+    if problems.is_empty() {
+        text.push_str("\nall shards healthy\n");
+    } else {
+        text.push_str(&format!("\nunhealthy shards ({} problems):\n", problems.len()));
+        for problem in &problems {
+            text.push_str(&format!("  {problem}\n"));
+        }
     }
     text.push_str("\n* leader  ? did not report\n");
     text
+}
+
+/// Entries a replica may trail its leader's applied index before `status`
+/// calls it lagging (a few batches; a healthy follower is within one).
+pub const LAGGING_ENTRIES: u64 = 1000;
+
+/// What is wrong with the cluster's shards, one line each: a shard without a
+/// leader, one with fewer replicas than the cluster's replication factor, a
+/// replica that did not report (its node is down or unreachable: the shard
+/// is one failure closer to losing its quorum), and a replica more than
+/// [`LAGGING_ENTRIES`] behind its leader.
+pub fn shard_problems(status: &ClusterStatusResponse) -> Vec<String> {
+    let mut problems = Vec::new();
+    for shard in &status.shard_status {
+        let name = shard_name(shard.shard);
+        if shard.leader_id == 0 {
+            problems.push(format!("shard {name}: no leader"));
+        }
+        if (shard.replicas.len() as u32) < status.replicas {
+            problems.push(format!(
+                "shard {name}: under-replicated: {} of {} replicas",
+                shard.replicas.len(),
+                status.replicas
+            ));
+        }
+        for node in &shard.replicas {
+            match shard.replica_status.iter().find(|replica| replica.node_id == *node) {
+                None => problems.push(format!("shard {name}: the replica on node {node} did not report")),
+                Some(replica) if shard.leader_id != 0 => {
+                    let behind = shard.applied_index.saturating_sub(replica.last_applied);
+                    if behind > LAGGING_ENTRIES {
+                        problems.push(format!(
+                            "shard {name}: the replica on node {node} is {behind} entries behind its leader"
+                        ));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    problems
 }
 
 /// A shard as tables name it: `0 (meta)` for the meta shard.
@@ -285,6 +331,7 @@ pub fn status_json(status: &ClusterStatusResponse) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "rebalance": status.rebalance.as_ref().filter(|plan| plan.has_plan).map(rebalance_status_json),
+        "problems": shard_problems(status),
     })
 }
 
@@ -299,6 +346,39 @@ pub fn status_json_text(status: &ClusterStatusResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_flags_lagging_and_under_replicated_shards() {
+        use ringkv_proto::v1::ReplicaStatus;
+        let replica = |node_id, last_applied| ReplicaStatus { node_id, last_applied, ..Default::default() };
+        let shard = |shard, replicas: Vec<u64>, applied, reported: Vec<ReplicaStatus>| ShardStatus {
+            shard,
+            replicas,
+            leader_id: 1,
+            applied_index: applied,
+            replica_status: reported,
+            ..Default::default()
+        };
+        let status = ClusterStatusResponse {
+            replicas: 3,
+            shard_status: vec![
+                shard(1, vec![1, 2, 3], 5000, vec![replica(1, 5000), replica(2, 4000), replica(3, 3999)]),
+                shard(2, vec![1, 2], 10, vec![replica(1, 10), replica(2, 10)]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            shard_problems(&status),
+            [
+                "shard 1: the replica on node 3 is 1001 entries behind its leader",
+                "shard 2: under-replicated: 2 of 3 replicas",
+            ]
+        );
+        assert!(status_text(&status).contains("unhealthy shards (2 problems):"));
+        let mut healthy = ClusterStatusResponse { shard_status: status.shard_status[..1].to_vec(), ..status };
+        healthy.shard_status[0].replica_status[2].last_applied = 4500;
+        assert!(shard_problems(&healthy).is_empty());
+    }
 
     #[test]
     fn answers() {

@@ -1,6 +1,6 @@
 //! Serving a node: open its storage, restart its replicas, and serve the KV, Admin
-//! and Raft gRPC services, `grpc.health.v1` and server reflection on one listener
-//! until `shutdown` resolves.
+//! and Raft gRPC services, `grpc.health.v1` (kept by [`crate::health`]) and
+//! server reflection on one listener until `shutdown` resolves.
 //!
 //! Takes its listener and shutdown future as parameters, so tests start many
 //! nodes on port 0 in one process.
@@ -40,7 +40,6 @@ pub async fn serve(
         _ => None,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
@@ -51,6 +50,7 @@ pub async fn serve(
     // Tells the endless pipe streams (Raft and KV) to end once the graceful
     // shutdown starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let health = tokio::spawn(crate::health::run(node.clone(), health, stopping.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -77,6 +77,7 @@ pub async fn serve(
 
     expiry.abort();
     driver.abort();
+    health.abort();
     if let Some(join) = join {
         join.abort();
     }

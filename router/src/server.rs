@@ -55,7 +55,6 @@ pub async fn serve(
     let watcher = tokio::spawn(crate::watcher::run(client.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KvServer<KvRouter>>().await;
     health.set_serving::<AdminServer<AdminRouter>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
@@ -68,6 +67,7 @@ pub async fn serve(
     // Tells the KV pipe streams to stop reading once the graceful shutdown
     // starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let health = tokio::spawn(report_health(client.clone(), health, stopping.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -87,6 +87,7 @@ pub async fn serve(
         )
         .await;
     watcher.abort();
+    health.abort();
     tracing::info!(%local, "router stopped");
     served.map_err(|e| format!("gRPC server: {e}"))
 }
@@ -97,4 +98,37 @@ pub(crate) async fn until_stopping(stopping: &mut tokio::sync::watch::Receiver<b
     if stopping.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// Keeps `grpc.health.v1` current: the server (`""`) and `KV` are `SERVING`
+/// once the router has a cluster map to route by, until the graceful
+/// shutdown starts; `Admin` always.
+async fn report_health(
+    client: Client,
+    reporter: tonic_health::server::HealthReporter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    use tonic_health::ServingStatus;
+    let set = |serving: bool| {
+        let reporter = reporter.clone();
+        async move {
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status("ringkv.v1.KV", status).await;
+        }
+    };
+    set(false).await;
+    let mut serving = false;
+    loop {
+        if client.epoch().is_some() != serving {
+            serving = !serving;
+            set(serving).await;
+        }
+        tokio::select! {
+            // A periodic check: the map arrives through the map watcher.
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = until_stopping(&mut stopping) => break,
+        }
+    }
+    set(false).await;
 }

@@ -499,19 +499,3 @@ async fn garbage_raft_pipe_frames_get_their_own_errors_and_the_pipe_stays_open()
     // The node is unharmed.
     call(&cluster, KvRequest::Put(put_req("still", "alive"))).await.expect("put after garbage");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_answer_grpc_health_checks() {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let cluster = Cluster::start(1, &[]).await;
-    let mut health = HealthClient::new(cluster.nodes[0].channel());
-    for service in ["", "ringkv.v1.KV", "ringkv.v1.Admin"] {
-        let reply = health
-            .check(HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
-            .into_inner();
-        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
-    }
-}

@@ -201,6 +201,23 @@ struct Inner {
     /// Held by the one map refresh in flight; [`Client::refresh_map`] callers
     /// queue on it and then reuse the map it installed.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Attempts retried, by the reason of the failed one ([`RETRY_REASONS`]).
+    retries: [std::sync::atomic::AtomicU64; RETRY_REASONS.len()],
+}
+
+/// Why an attempt was retried, as [`Client::retries`] counts them.
+pub const RETRY_REASONS: [&str; 6] =
+    ["not_leader", "wrong_shard", "unavailable", "transport", "deadline_exceeded", "other"];
+
+fn retry_reason(err: &Error) -> usize {
+    match err {
+        Error::NotLeader { .. } => 0,
+        Error::WrongShard { .. } => 1,
+        Error::Unavailable(_) => 2,
+        Error::Transport(_) => 3,
+        Error::DeadlineExceeded => 4,
+        _ => 5,
+    }
 }
 
 /// What [`Client::run`] needs to know about an operation.
@@ -265,6 +282,7 @@ impl Client {
             table: Mutex::new(table),
             links: Mutex::new(HashMap::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
+            retries: Default::default(),
         };
         Ok(Client { inner: Arc::new(inner), request_timeout, request_id: None })
     }
@@ -670,6 +688,13 @@ impl Client {
         epoch
     }
 
+    /// Attempts retried so far (all clones of this client together), per
+    /// reason: `(reason, count)` for each of [`RETRY_REASONS`].
+    pub fn retries(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.inner.retries.iter().map(|count| count.load(std::sync::atomic::Ordering::Relaxed));
+        RETRY_REASONS.iter().copied().zip(counts).collect()
+    }
+
     /// Whether routing needs a cluster map it does not have yet.
     pub(crate) fn needs_map(&self) -> bool {
         self.table().needs_map()
@@ -831,6 +856,7 @@ impl Client {
                 return Err(err);
             }
             tracing::debug!(op = op.name, %addr, %err, %next, ?after, attempt, "retrying");
+            self.inner.retries[retry_reason(&err)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !after.is_zero() {
                 tokio::time::sleep(after).await;
             }

@@ -59,6 +59,10 @@ pub struct NodeArgs {
     /// beyond the values still stored.
     #[arg(long, default_value_t = crate::events::DEFAULT_RETAINED_EVENTS)]
     pub watch_retention_events: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port); off when
+    /// not given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -129,6 +133,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.watch_retention_events = args.watch_retention_events.max(1);
     config.enable_test_faults = args.enable_test_faults;
     config.join = args.join.clone();
+    config.metrics_listen = args.metrics_listen.clone();
     if args.print_addr {
         println!("listening on {bound}");
     }

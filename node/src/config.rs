@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// A router or node of the cluster to register with at start (`--join`),
     /// if this node belongs to no cluster yet.
     pub join: Option<String>,
+    /// Where to serve Prometheus `/metrics` over HTTP (`--metrics-listen`);
+    /// `None` = not at all.
+    pub metrics_listen: Option<String>,
 }
 
 impl NodeConfig {
@@ -75,6 +78,7 @@ impl NodeConfig {
             watch_retention_events: crate::events::DEFAULT_RETAINED_EVENTS,
             enable_test_faults: false,
             join: None,
+            metrics_listen: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ringkv_core::limits::{check_key, check_request_id, check_ttl, check_value};
+use ringkv_metrics::Requests;
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     ChannelMessage, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
@@ -34,11 +35,13 @@ pub struct KvService {
     node: Arc<Node>,
     /// Turns true when the graceful shutdown starts: KV pipes stop reading.
     stopping: watch::Receiver<bool>,
+    /// Counts and times every call (piped ones too: the pipe calls these).
+    requests: Requests,
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Self {
-        KvService { node, stopping }
+    pub fn new(node: Arc<Node>, stopping: watch::Receiver<bool>, requests: Requests) -> Self {
+        KvService { node, stopping, requests }
     }
 
     /// The led replica of `key`'s shard, or the error that redirects the caller.
@@ -120,59 +123,71 @@ impl Kv for KvService {
     type WatchStream = EventStream<WatchResponse>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let req = request.into_inner();
-        if !req.resume_token.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a node resumes a watch from start_version; resume tokens are a router's".into(),
-            )
-            .into());
-        }
-        let (shard, filter) = match (req.key.is_empty(), req.prefix.is_empty()) {
-            (false, true) => {
-                check_key(&req.key).map_err(Error::from)?;
-                (self.node.shard_for_key(&req.key)?, Filter::Key(req.key))
-            }
-            (true, false) if req.shard == 0 => {
-                return Err(Error::InvalidArgument(
-                    "a node serves a prefix watch one shard at a time: name the shard, or watch \
-                     through a router"
-                        .into(),
-                )
-                .into());
-            }
-            (true, false) => {
-                let shard =
-                    self.node.shard(req.shard).ok_or(Error::WrongShard { shard: req.shard, epoch: 0 })?;
-                (shard, Filter::Prefix(req.prefix))
-            }
-            _ => {
-                return Err(
-                    Error::InvalidArgument("a watch names exactly one of key and prefix".into()).into()
-                );
-            }
-        };
-        if !shard.is_leader() {
-            return Err(shard.not_leader().into());
-        }
-        let cursor = cursor_for(&shard, req.start_version)?;
-        let watcher = Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams);
-        Ok(Response::new(watcher.into_stream(|shard, events, version| WatchResponse {
-            shard,
-            events: events.into_iter().map(|(_, event)| to_proto(event)).collect(),
-            version,
-            resume_token: Bytes::new(),
-        })))
+        self.requests
+            .observe("watch", async move {
+                let req = request.into_inner();
+                if !req.resume_token.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "a node resumes a watch from start_version; resume tokens are a router's".into(),
+                    )
+                    .into());
+                }
+                let (shard, filter) = match (req.key.is_empty(), req.prefix.is_empty()) {
+                    (false, true) => {
+                        check_key(&req.key).map_err(Error::from)?;
+                        (self.node.shard_for_key(&req.key)?, Filter::Key(req.key))
+                    }
+                    (true, false) if req.shard == 0 => {
+                        return Err(Error::InvalidArgument(
+                            "a node serves a prefix watch one shard at a time: name the shard, or watch \
+                         through a router"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    (true, false) => {
+                        let shard = self
+                            .node
+                            .shard(req.shard)
+                            .ok_or(Error::WrongShard { shard: req.shard, epoch: 0 })?;
+                        (shard, Filter::Prefix(req.prefix))
+                    }
+                    _ => {
+                        return Err(Error::InvalidArgument(
+                            "a watch names exactly one of key and prefix".into(),
+                        )
+                        .into());
+                    }
+                };
+                if !shard.is_leader() {
+                    return Err(shard.not_leader().into());
+                }
+                let cursor = cursor_for(&shard, req.start_version)?;
+                let watcher =
+                    Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams);
+                Ok(Response::new(watcher.into_stream(|shard, events, version| WatchResponse {
+                    shard,
+                    events: events.into_iter().map(|(_, event)| to_proto(event)).collect(),
+                    version,
+                    resume_token: Bytes::new(),
+                })))
+            })
+            .await
     }
 
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
-        let req = request.into_inner();
-        check_value(&req.payload, self.node.config.max_value_bytes).map_err(Error::from)?;
-        let shard = self.leader_shard(&req.channel)?;
-        let op = Op::Publish { channel: req.channel, payload: req.payload };
-        match self.propose_write(&shard, req.request_id, op).await? {
-            OpResult::Publish { seq } => Ok(Response::new(PublishResponse { seq })),
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("publish", async move {
+                let req = request.into_inner();
+                check_value(&req.payload, self.node.config.max_value_bytes).map_err(Error::from)?;
+                let shard = self.leader_shard(&req.channel)?;
+                let op = Op::Publish { channel: req.channel, payload: req.payload };
+                match self.propose_write(&shard, req.request_id, op).await? {
+                    OpResult::Publish { seq } => Ok(Response::new(PublishResponse { seq })),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     type SubscribeStream = EventStream<SubscribeResponse>;
@@ -181,32 +196,36 @@ impl Kv for KvService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let req = request.into_inner();
-        let shard = self.leader_shard(&req.channel)?;
-        // A sequence number names an entry and a place in it: start after
-        // the entry before, and skip the entry's earlier messages.
-        let from = req.from_seq;
-        let start_version = if from == 0 { 0 } else { message_index(from).max(1) };
-        let cursor = cursor_for(&shard, start_version)?;
-        let watcher = Watcher::new(
-            &shard,
-            Filter::Channel(req.channel),
-            cursor,
-            self.stopping.clone(),
-            &self.node.open_streams,
-        )
-        .skip_messages_below(from);
-        Ok(Response::new(watcher.into_stream(move |_, messages, reached| {
-            SubscribeResponse {
-                messages: messages
-                    .into_iter()
-                    .map(|(seq, event)| ChannelMessage { seq, payload: event.value })
-                    .collect(),
-                // Everything of the entries up to `reached`, and nothing before
-                // `from` is owed.
-                seq: last_message_seq(reached).max(from.saturating_sub(1)),
-            }
-        })))
+        self.requests
+            .observe("subscribe", async move {
+                let req = request.into_inner();
+                let shard = self.leader_shard(&req.channel)?;
+                // A sequence number names an entry and a place in it: start after
+                // the entry before, and skip the entry's earlier messages.
+                let from = req.from_seq;
+                let start_version = if from == 0 { 0 } else { message_index(from).max(1) };
+                let cursor = cursor_for(&shard, start_version)?;
+                let watcher = Watcher::new(
+                    &shard,
+                    Filter::Channel(req.channel),
+                    cursor,
+                    self.stopping.clone(),
+                    &self.node.open_streams,
+                )
+                .skip_messages_below(from);
+                Ok(Response::new(watcher.into_stream(move |_, messages, reached| {
+                    SubscribeResponse {
+                        messages: messages
+                            .into_iter()
+                            .map(|(seq, event)| ChannelMessage { seq, payload: event.value })
+                            .collect(),
+                        // Everything of the entries up to `reached`, and nothing before
+                        // `from` is owed.
+                        seq: last_message_seq(reached).max(from.saturating_sub(1)),
+                    }
+                })))
+            })
+            .await
     }
 
     type PipeStream = ringkv_client::kv_pipe::Replies;
@@ -218,103 +237,142 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let req = request.into_inner();
-        check_key(&req.key).map_err(Error::from)?;
-        let consistency = Consistency::try_from(req.consistency)
-            .map_err(|_| Error::InvalidArgument(format!("unknown consistency {}", req.consistency)))?;
-        let touch_ttl_ms = check_ttl(req.touch_ttl_ms).map_err(Error::from)?;
-        if touch_ttl_ms > 0 && consistency == Consistency::Stale {
-            return Err(
-                Error::InvalidArgument("touch_ttl_ms needs a linearizable read, not STALE".into()).into()
-            );
-        }
-        let shard = self.node.shard_for_key(&req.key)?;
-        if consistency == Consistency::Linearizable {
-            if !shard.is_leader() {
-                return Err(shard.not_leader().into());
-            }
-            shard.reader.confirm().await?;
-        }
-        let (response, deadline) = read(&shard, &req.key);
-        // Sliding expiry: move the deadline through Raft only when less than
-        // the configured fraction of the touch TTL is left.
-        let refresh_below = (touch_ttl_ms as f64 * self.node.config.touch_refresh_fraction) as u64;
-        let Some(deadline) = deadline.filter(|_| touch_ttl_ms > 0 && response.ttl_ms < refresh_below) else {
-            return Ok(Response::new(response));
-        };
-        let target = unix_now_ms().saturating_add(touch_ttl_ms).max(deadline);
-        match shard.proposer.propose(Op::Extend { key: req.key.clone(), expires_at_ms: target }).await? {
-            // Applied on this leader before `propose` returned: memory shows it
-            // (or a write that came after it).
-            OpResult::Extend { .. } => Ok(Response::new(read(&shard, &req.key).0)),
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("get", async move {
+                let req = request.into_inner();
+                check_key(&req.key).map_err(Error::from)?;
+                let consistency = Consistency::try_from(req.consistency).map_err(|_| {
+                    Error::InvalidArgument(format!("unknown consistency {}", req.consistency))
+                })?;
+                let touch_ttl_ms = check_ttl(req.touch_ttl_ms).map_err(Error::from)?;
+                if touch_ttl_ms > 0 && consistency == Consistency::Stale {
+                    return Err(Error::InvalidArgument(
+                        "touch_ttl_ms needs a linearizable read, not STALE".into(),
+                    )
+                    .into());
+                }
+                let shard = self.node.shard_for_key(&req.key)?;
+                if consistency == Consistency::Linearizable {
+                    if !shard.is_leader() {
+                        return Err(shard.not_leader().into());
+                    }
+                    shard.reader.confirm().await?;
+                }
+                let (response, deadline) = read(&shard, &req.key);
+                // Sliding expiry: move the deadline through Raft only when less than
+                // the configured fraction of the touch TTL is left.
+                let refresh_below = (touch_ttl_ms as f64 * self.node.config.touch_refresh_fraction) as u64;
+                let Some(deadline) = deadline.filter(|_| touch_ttl_ms > 0 && response.ttl_ms < refresh_below)
+                else {
+                    return Ok(Response::new(response));
+                };
+                let target = unix_now_ms().saturating_add(touch_ttl_ms).max(deadline);
+                match shard
+                    .proposer
+                    .propose(Op::Extend { key: req.key.clone(), expires_at_ms: target })
+                    .await?
+                {
+                    // Applied on this leader before `propose` returned: memory shows it
+                    // (or a write that came after it).
+                    OpResult::Extend { .. } => Ok(Response::new(read(&shard, &req.key).0)),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = request.into_inner();
-        check_value(&req.value, self.node.config.max_value_bytes).map_err(Error::from)?;
-        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-        let condition = match req.condition {
-            None | Some(put_request::Condition::IfAbsent(false)) => Condition::None,
-            Some(put_request::Condition::IfAbsent(true)) => Condition::IfAbsent,
-            Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
-        };
-        let shard = self.leader_shard(&req.key)?;
-        let op = Op::Put { key: req.key, value: req.value, expires_at_ms: deadline(ttl_ms), condition };
-        match self.propose_write(&shard, req.request_id, op).await? {
-            OpResult::Put { succeeded, version } => Ok(Response::new(PutResponse { succeeded, version })),
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("put", async move {
+                let req = request.into_inner();
+                check_value(&req.value, self.node.config.max_value_bytes).map_err(Error::from)?;
+                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+                let condition = match req.condition {
+                    None | Some(put_request::Condition::IfAbsent(false)) => Condition::None,
+                    Some(put_request::Condition::IfAbsent(true)) => Condition::IfAbsent,
+                    Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
+                };
+                let shard = self.leader_shard(&req.key)?;
+                let op =
+                    Op::Put { key: req.key, value: req.value, expires_at_ms: deadline(ttl_ms), condition };
+                match self.propose_write(&shard, req.request_id, op).await? {
+                    OpResult::Put { succeeded, version } => {
+                        Ok(Response::new(PutResponse { succeeded, version }))
+                    }
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let req = request.into_inner();
-        let shard = self.leader_shard(&req.key)?;
-        let op = Op::Delete { key: req.key, if_version: req.if_version };
-        match self.propose_write(&shard, req.request_id, op).await? {
-            OpResult::Delete { deleted, version } => Ok(Response::new(DeleteResponse { deleted, version })),
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("delete", async move {
+                let req = request.into_inner();
+                let shard = self.leader_shard(&req.key)?;
+                let op = Op::Delete { key: req.key, if_version: req.if_version };
+                match self.propose_write(&shard, req.request_id, op).await? {
+                    OpResult::Delete { deleted, version } => {
+                        Ok(Response::new(DeleteResponse { deleted, version }))
+                    }
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
-        let req = request.into_inner();
-        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-        let shard = self.leader_shard(&req.key)?;
-        let op = Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) };
-        match self.propose_write(&shard, req.request_id, op).await? {
-            OpResult::Touch { found, expires_at_ms } => {
-                Ok(Response::new(TouchResponse { found, ttl_ms: remaining_ms(expires_at_ms, unix_now_ms()) }))
-            }
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("touch", async move {
+                let req = request.into_inner();
+                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+                let shard = self.leader_shard(&req.key)?;
+                let op = Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) };
+                match self.propose_write(&shard, req.request_id, op).await? {
+                    OpResult::Touch { found, expires_at_ms } => Ok(Response::new(TouchResponse {
+                        found,
+                        ttl_ms: remaining_ms(expires_at_ms, unix_now_ms()),
+                    })),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn increment(
         &self,
         request: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
-        let req = request.into_inner();
-        let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-        let shard = self.leader_shard(&req.key)?;
-        let key: Bytes = req.key;
-        let op = Op::Increment { key: key.clone(), delta: req.delta, expires_at_ms: deadline(ttl_ms) };
-        match self.propose_write(&shard, req.request_id, op).await? {
-            OpResult::Increment(Ok(ok)) => {
-                Ok(Response::new(IncrementResponse { value: ok.value, version: ok.version }))
-            }
-            OpResult::Increment(Err(IncrementError::NotAnInteger)) => Err(Error::FailedPrecondition(
-                format!("the value at {:?} is not a decimal 64-bit integer", String::from_utf8_lossy(&key)),
-            )
-            .into()),
-            OpResult::Increment(Err(IncrementError::Overflow)) => Err(Error::FailedPrecondition(format!(
-                "incrementing {:?} by {} would overflow a 64-bit integer",
-                String::from_utf8_lossy(&key),
-                req.delta
-            ))
-            .into()),
-            other => Err(unexpected(other)),
-        }
+        self.requests
+            .observe("increment", async move {
+                let req = request.into_inner();
+                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
+                let shard = self.leader_shard(&req.key)?;
+                let key: Bytes = req.key;
+                let op =
+                    Op::Increment { key: key.clone(), delta: req.delta, expires_at_ms: deadline(ttl_ms) };
+                match self.propose_write(&shard, req.request_id, op).await? {
+                    OpResult::Increment(Ok(ok)) => {
+                        Ok(Response::new(IncrementResponse { value: ok.value, version: ok.version }))
+                    }
+                    OpResult::Increment(Err(IncrementError::NotAnInteger)) => {
+                        Err(Error::FailedPrecondition(format!(
+                            "the value at {:?} is not a decimal 64-bit integer",
+                            String::from_utf8_lossy(&key)
+                        ))
+                        .into())
+                    }
+                    OpResult::Increment(Err(IncrementError::Overflow)) => {
+                        Err(Error::FailedPrecondition(format!(
+                            "incrementing {:?} by {} would overflow a 64-bit integer",
+                            String::from_utf8_lossy(&key),
+                            req.delta
+                        ))
+                        .into())
+                    }
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 }

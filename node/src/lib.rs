@@ -54,6 +54,7 @@ pub mod health;
 pub mod kv_service;
 pub mod leader_transfer;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod proposer;
 pub mod raft_service;

@@ -126,6 +126,11 @@ impl Node {
         self.shards.read().expect("shards lock poisoned").get(&shard).cloned()
     }
 
+    /// The storage flusher's batch-size and sync-latency histograms.
+    pub fn flush_histograms(&self) -> crate::store::FlushHistograms {
+        self.storage.flush_histograms()
+    }
+
     /// Every hosted replica.
     pub fn shards(&self) -> Vec<Arc<Shard>> {
         self.shards.read().expect("shards lock poisoned").values().cloned().collect()

@@ -16,6 +16,7 @@ use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::kv_service::KvService;
+use crate::metrics::NodeMetrics;
 use crate::node::Node;
 use crate::raft_service::RaftService;
 use crate::transport::MAX_RAFT_MESSAGE_BYTES;
@@ -31,8 +32,17 @@ pub async fn serve(
     let local = listener.local_addr().map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     // A request carries at most one value plus a key; leave headroom for framing.
     let max_kv_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::InvalidArgument(format!("--metrics-listen {addr}: cannot listen there: {e}"))
+        })?),
+        None => None,
+    };
     let node = Node::open(config).await?;
     tracing::info!(node = node.id(), %local, advertise = node.addr(), "serving");
+    let mut registry = ringkv_metrics::Registry::default();
+    let metrics = NodeMetrics::register(&mut registry, &node);
+    let leaders = tokio::spawn(crate::metrics::watch_leaders(node.clone(), metrics.clone()));
     let expiry = tokio::spawn(crate::expiry::run(node.clone()));
     let driver = tokio::spawn(crate::driver::run(node.clone()));
     let join = match (node.config.join.clone(), node.cluster()) {
@@ -51,6 +61,15 @@ pub async fn serve(
     // shutdown starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let health = tokio::spawn(crate::health::run(node.clone(), health, stopping.clone()));
+    let exporter = metrics_listener.map(|listener| {
+        let (refreshed, exported) = (node.clone(), metrics.clone());
+        ringkv_metrics::spawn_exporter(
+            listener,
+            registry,
+            move || exported.refresh(&refreshed),
+            stopping.clone(),
+        )
+    });
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -60,7 +79,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            KvServer::new(KvService::new(node.clone(), stopping.clone()))
+            KvServer::new(KvService::new(node.clone(), stopping.clone(), metrics.requests.clone()))
                 .max_decoding_message_size(max_kv_message),
         )
         .add_service(AdminServer::new(AdminService::new(node.clone())))
@@ -78,6 +97,10 @@ pub async fn serve(
     expiry.abort();
     driver.abort();
     health.abort();
+    leaders.abort();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     if let Some(join) = join {
         join.abort();
     }

@@ -25,6 +25,10 @@ pub struct RouterArgs {
     /// Largest value forwarded, in bytes (keep equal to the nodes' limit).
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port); off when
+    /// not given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -63,6 +67,7 @@ async fn serve(args: RouterArgs) -> Result<(), String> {
     let mut config = RouterConfig::new(args.nodes.clone());
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
     config.max_value_bytes = args.max_value_bytes;
+    config.metrics_listen = args.metrics_listen.clone();
     let stop_on_eof = args.stop_on_stdin_eof;
     let shutdown = async move {
         tokio::select! {

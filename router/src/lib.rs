@@ -17,6 +17,8 @@
 //!   router's subscribers of it;
 //! - [`admin`]: the `Admin` service, forwarding `InitCluster` and `ClusterStatus`
 //!   to the meta shard's leader (node-internal RPCs are refused);
+//! - [`metrics`]: Prometheus `/metrics` (`--metrics-listen`): requests by rpc
+//!   and code, latency, retries by reason;
 //! - [`watcher`]: a task that long-polls the meta shard for a newer cluster map,
 //!   so a map change reaches the router at once rather than on the next error;
 //! - [`error`]: the one mapping from client errors to gRPC statuses;
@@ -33,13 +35,14 @@
 //! ## Caveats / not done yet
 //! - The incoming request's own gRPC deadline is not propagated: every request
 //!   gets the router's `--request-timeout-ms`.
-//! - No TLS, bearer tokens or metrics yet (issue 8).
+//! - No TLS or bearer tokens yet (issue 8).
 
 pub mod admin;
 pub mod cli;
 pub mod error;
 pub mod hub;
 pub mod kv;
+pub mod metrics;
 pub mod server;
 pub mod watch_stream;
 pub mod watcher;

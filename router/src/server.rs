@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::AdminRouter;
 use crate::kv::KvRouter;
+use crate::metrics::RouterMetrics;
 
 /// What a router needs to run.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct RouterConfig {
     pub request_timeout: Duration,
     /// Largest value forwarded (the nodes' own limit still applies).
     pub max_value_bytes: usize,
+    /// Where to serve Prometheus `/metrics` over HTTP; `None` = not at all.
+    pub metrics_listen: Option<String>,
 }
 
 impl RouterConfig {
@@ -30,6 +33,7 @@ impl RouterConfig {
             seeds,
             request_timeout: Duration::from_secs(10),
             max_value_bytes: ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES,
+            metrics_listen: None,
         }
     }
 }
@@ -44,6 +48,14 @@ pub async fn serve(
         return Err("a router needs at least one node address (--nodes)".into());
     }
     let local = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics-listen {addr}: cannot listen there: {e}"))?,
+        ),
+        None => None,
+    };
     let options = ClientOptions {
         request_timeout: config.request_timeout,
         max_value_bytes: config.max_value_bytes,
@@ -52,6 +64,8 @@ pub async fn serve(
         ..ClientOptions::default()
     };
     let client = Client::connect(config.seeds.clone(), options).map_err(|e| e.to_string())?;
+    let mut registry = ringkv_metrics::Registry::default();
+    let metrics = RouterMetrics::register(&mut registry);
     let watcher = tokio::spawn(crate::watcher::run(client.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -68,6 +82,15 @@ pub async fn serve(
     // starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let health = tokio::spawn(report_health(client.clone(), health, stopping.clone()));
+    let exporter = metrics_listener.map(|listener| {
+        let (refreshed, exported) = (client.clone(), metrics.clone());
+        ringkv_metrics::spawn_exporter(
+            listener,
+            registry,
+            move || exported.refresh(&refreshed),
+            stopping.clone(),
+        )
+    });
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -78,7 +101,8 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            KvServer::new(KvRouter::new(client.clone(), stopping)).max_decoding_message_size(max_message),
+            KvServer::new(KvRouter::new(client.clone(), stopping, metrics.requests.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminRouter::new(client)))
         .serve_with_incoming_shutdown(
@@ -88,6 +112,9 @@ pub async fn serve(
         .await;
     watcher.abort();
     health.abort();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     tracing::info!(%local, "router stopped");
     served.map_err(|e| format!("gRPC server: {e}"))
 }

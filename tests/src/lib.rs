@@ -115,6 +115,12 @@ impl Process {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin))
     }
 
+    /// Adds command-line flags for the next start (e.g. restart a stopped
+    /// node with `--metrics-listen`).
+    pub fn add_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|arg| arg.to_string()));
+    }
+
     /// Starts the process and waits (up to 30 s) until it accepts connections.
     /// Panics with the node's log if it exits or never listens.
     pub async fn start(&mut self) {

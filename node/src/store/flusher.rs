@@ -114,6 +114,7 @@
 //!   replayed them as part of its log).
 //! - The counters are plain totals; latency histograms are for the metrics work.
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -290,6 +291,24 @@ struct Counters {
     failed_rounds: AtomicU64,
     blob_files_synced: AtomicU64,
     blob_dir_syncs: AtomicU64,
+    histograms: FlushHistograms,
+}
+
+/// Per-round distributions, for Prometheus: how many waiters a round
+/// completed (the group-commit batch) and how long its sync took.
+#[derive(Clone)]
+pub struct FlushHistograms {
+    pub batch_size: Histogram,
+    pub sync_seconds: Histogram,
+}
+
+impl Default for FlushHistograms {
+    fn default() -> Self {
+        FlushHistograms {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            sync_seconds: ringkv_metrics::latency_buckets(),
+        }
+    }
 }
 
 /// Handle on the node's flusher task. Cheap to clone; the task ends when the last
@@ -327,6 +346,10 @@ impl Flusher {
         }
     }
 
+    pub(crate) fn histograms(&self) -> FlushHistograms {
+        self.counters.histograms.clone()
+    }
+
     pub(crate) fn stats(&self) -> FlushStats {
         FlushStats {
             rounds: self.counters.rounds.load(Ordering::Relaxed),
@@ -357,6 +380,7 @@ async fn run(target: Weak<DurableDb>, mut rx: mpsc::UnboundedReceiver<Waiter>, c
     let mut blobs = BlobTracker::default();
     // `recv_many` returns 0 only once every sender is gone and the queue is empty.
     while rx.recv_many(&mut batch, MAX_WAITERS_PER_ROUND).await > 0 {
+        let started = std::time::Instant::now();
         let result = match target.upgrade() {
             // The strong reference moves into the closure and is dropped when the
             // closure returns, i.e. before any waiter learns the result. So once a
@@ -381,6 +405,8 @@ async fn run(target: Weak<DurableDb>, mut rx: mpsc::UnboundedReceiver<Waiter>, c
         };
         counters.rounds.fetch_add(1, Ordering::Relaxed);
         counters.waiters.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.histograms.batch_size.observe(batch.len() as f64);
+        counters.histograms.sync_seconds.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(synced) => {
                 counters.blob_files_synced.fetch_add(synced.files, Ordering::Relaxed);

@@ -74,6 +74,7 @@
 
 mod error;
 mod flusher;
+pub use flusher::FlushHistograms;
 mod log_store;
 mod shard;
 mod sm_store;
@@ -256,6 +257,11 @@ impl NodeStorage {
     /// The flusher's totals (rounds, waiters, blob files synced), for metrics.
     pub fn flush_stats(&self) -> FlushStats {
         self.inner.flusher.stats()
+    }
+
+    /// The flush rounds' batch-size and sync-latency histograms.
+    pub fn flush_histograms(&self) -> FlushHistograms {
+        self.inner.flusher.histograms()
     }
 
     /// The directory this storage was opened on.

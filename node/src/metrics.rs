@@ -33,10 +33,17 @@ pub struct NodeMetrics {
     keys: Family<ShardLabels, Gauge>,
     bytes: Family<ShardLabels, Gauge>,
     leader_changes: Family<ShardLabels, Counter>,
+    proposals: Family<ShardLabels, Counter>,
+    proposed_ops: Family<ShardLabels, Counter>,
+    log_entries: Family<ShardLabels, Gauge>,
+    snapshot_index: Family<ShardLabels, Gauge>,
     open_watches: Gauge,
     open_subscriptions: Gauge,
     /// The leader each replica had at the last poll.
     leaders: Arc<Mutex<BTreeMap<ShardId, u64>>>,
+    /// Each proposer's totals at the last scrape (a recreated replica's
+    /// proposer starts again from 0).
+    proposed: Arc<Mutex<BTreeMap<ShardId, (u64, u64)>>>,
 }
 
 impl NodeMetrics {
@@ -54,9 +61,14 @@ impl NodeMetrics {
             keys: Family::default(),
             bytes: Family::default(),
             leader_changes: Family::default(),
+            proposals: Family::default(),
+            proposed_ops: Family::default(),
+            log_entries: Family::default(),
+            snapshot_index: Family::default(),
             open_watches: Gauge::default(),
             open_subscriptions: Gauge::default(),
             leaders: Default::default(),
+            proposed: Default::default(),
         };
         let shard_gauges = [
             ("ringkv_shard_term", "The replica's Raft term", &metrics.term),
@@ -74,6 +86,16 @@ impl NodeMetrics {
                 &metrics.keys,
             ),
             ("ringkv_shard_bytes", "Approximate bytes of keys and values in the replica", &metrics.bytes),
+            (
+                "ringkv_shard_log_entries",
+                "Entries in the replica's Raft log (last index - last purged index)",
+                &metrics.log_entries,
+            ),
+            (
+                "ringkv_shard_snapshot_index",
+                "Log index of the replica's last snapshot (0: none)",
+                &metrics.snapshot_index,
+            ),
         ];
         for (name, help, family) in shard_gauges {
             registry.register(name, help, family.clone());
@@ -82,6 +104,16 @@ impl NodeMetrics {
             "ringkv_shard_leader_changes",
             "Times the replica saw its shard's leader change (polled every 250 ms)",
             metrics.leader_changes.clone(),
+        );
+        registry.register(
+            "ringkv_shard_proposals",
+            "Raft entries this node proposed for the shard as its leader",
+            metrics.proposals.clone(),
+        );
+        registry.register(
+            "ringkv_shard_proposed_ops",
+            "Client operations in those entries (ops / proposals = the batching)",
+            metrics.proposed_ops.clone(),
         );
         registry.register(
             "ringkv_open_watches",
@@ -120,6 +152,7 @@ impl NodeMetrics {
         ] {
             family.clear();
         }
+        let mut proposed = self.proposed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for shard in node.shards() {
             let status = shard.status();
             let labels = ShardLabels { shard: shard.id };
@@ -133,6 +166,17 @@ impl NodeMetrics {
             set(&self.apply_lag, status.last_log.saturating_sub(status.last_applied));
             set(&self.keys, status.keys);
             set(&self.bytes, status.approx_bytes);
+            let raft = shard.raft.metrics().borrow().clone();
+            let purged = raft.purged.map_or(0, |id| id.index);
+            set(&self.log_entries, status.last_log.saturating_sub(purged));
+            set(&self.snapshot_index, raft.snapshot.map_or(0, |id| id.index));
+            let (proposals, ops) = shard.proposer.counts();
+            let (seen_proposals, seen_ops) = proposed.insert(shard.id, (proposals, ops)).unwrap_or((0, 0));
+            // A count below the last one is a new proposer (the replica was
+            // recreated): all of it is new.
+            let new = |now: u64, seen: u64| if now >= seen { now - seen } else { now };
+            self.proposals.get_or_create(&labels).inc_by(new(proposals, seen_proposals));
+            self.proposed_ops.get_or_create(&labels).inc_by(new(ops, seen_ops));
         }
         let open = &node.open_streams;
         self.open_watches.set(open.watches.load(Ordering::Relaxed) as i64);

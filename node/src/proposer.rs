@@ -21,6 +21,8 @@
 
 use openraft::error::{ClientWriteError, RaftError};
 use ringkv_core::ShardId;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Command, Op, OpResult};
@@ -44,6 +46,14 @@ struct Pending {
 pub struct Proposer {
     shard: ShardId,
     tx: mpsc::Sender<Pending>,
+    counts: Arc<Counts>,
+}
+
+/// Totals since the proposer started, for metrics.
+#[derive(Default)]
+struct Counts {
+    proposals: AtomicU64,
+    ops: AtomicU64,
 }
 
 impl Proposer {
@@ -52,8 +62,14 @@ impl Proposer {
     /// wait in the queue.
     pub fn spawn(shard: ShardId, raft: Raft, max_batch_ops: usize, hold: watch::Receiver<bool>) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(shard, raft, rx, max_batch_ops.max(1), hold));
-        Proposer { shard, tx }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(shard, raft, rx, max_batch_ops.max(1), hold, counts.clone()));
+        Proposer { shard, tx, counts }
+    }
+
+    /// Entries proposed and ops they carried, since this proposer started.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.counts.proposals.load(Ordering::Relaxed), self.counts.ops.load(Ordering::Relaxed))
     }
 
     /// Proposes `op` and returns its result once the entry holding it is committed
@@ -72,6 +88,7 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     max_batch_ops: usize,
     mut hold: watch::Receiver<bool>,
+    counts: Arc<Counts>,
 ) {
     let mut queued: Vec<Pending> = Vec::new();
     // Cancel-safe: recv_many loses nothing when it returns.
@@ -90,6 +107,8 @@ async fn run(
                 bytes += op_bytes(&p.op);
                 batch.push(p);
             }
+            counts.proposals.fetch_add(1, Ordering::Relaxed);
+            counts.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
             propose_batch(shard, &raft, batch).await;
         }
     }

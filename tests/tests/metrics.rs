@@ -58,6 +58,8 @@ async fn nodes_and_routers_export_metrics_that_move_under_load() {
         "ringkv_shard_apply_lag",
         "ringkv_shard_keys",
         "ringkv_shard_bytes",
+        "ringkv_shard_log_entries",
+        "ringkv_shard_snapshot_index",
         "ringkv_flush_batch_size_bucket",
         "ringkv_flush_sync_seconds_bucket",
         "ringkv_open_watches",
@@ -76,15 +78,17 @@ async fn nodes_and_routers_export_metrics_that_move_under_load() {
     for i in 0..200 {
         app.put(format!("key-{i}"), "value", Default::default()).await.expect("put");
     }
-    let (mut puts, mut keys, mut timed) = (0.0, 0.0, 0.0);
+    let (mut puts, mut keys, mut timed, mut ops) = (0.0, 0.0, 0.0, 0.0);
     for addr in &metrics {
         let text = scrape(addr).await;
+        ops += sum(&text, "ringkv_shard_proposed_ops_total", "");
         puts += sum(&text, "ringkv_requests_total", "rpc=\"put\",code=\"OK\"");
         keys += sum(&text, "ringkv_shard_keys", "");
         timed += sum(&text, "ringkv_request_duration_seconds_count", "rpc=\"put\"");
     }
     assert_eq!(puts, 200.0, "each put answered by one leader");
     assert_eq!(timed, 200.0, "and timed");
+    assert!(ops >= 200.0, "every put proposed by a leader: {ops} ops");
     assert_eq!(keys, 600.0, "every key on three replicas");
     let after = scrape(&metrics[0]).await;
     assert!(

@@ -50,6 +50,7 @@ pub mod driver;
 pub mod error;
 pub mod events;
 pub mod expiry;
+pub mod handoff;
 pub mod health;
 pub mod kv_service;
 pub mod leader_transfer;

@@ -60,7 +60,10 @@ pub async fn serve(
     // Tells the endless pipe streams (Raft and KV) to end once the graceful
     // shutdown starts; the server waits for every open stream.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let health = tokio::spawn(crate::health::run(node.clone(), health, stopping.clone()));
+    // Turns true at the shutdown signal, before the hand-off: health reports
+    // NOT_SERVING from then on.
+    let (leaving_tx, leaving) = tokio::sync::watch::channel(false);
+    let health = tokio::spawn(crate::health::run(node.clone(), health, leaving));
     let exporter = metrics_listener.map(|listener| {
         let (refreshed, exported) = (node.clone(), metrics.clone());
         ringkv_metrics::spawn_exporter(
@@ -70,8 +73,13 @@ pub async fn serve(
             stopping.clone(),
         )
     });
+    // On the shutdown signal, leaderships move away first (the server still
+    // serves the transfer steps and redirects), then the streams end.
+    let handing_off = node.clone();
     let shutdown = async move {
         shutdown.await;
+        let _ = leaving_tx.send(true);
+        crate::handoff::leaderships(&handing_off).await;
         let _ = stopping_tx.send(true);
     };
     let served = tonic::transport::Server::builder()

@@ -63,9 +63,12 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// The next message. `None` after an error was returned: an error ends
-    /// the subscription and is never a retryable one (those are resumed);
-    /// typically `OUT_OF_RANGE` ([`Error::is_out_of_range`]).
+    /// The next message. An error ends the subscription (`None` after it):
+    /// `OUT_OF_RANGE` ([`Error::is_out_of_range`]) when the channel's shard no
+    /// longer has the messages it needs, or, when a broken stream could not be
+    /// reopened within the client's request timeout, that last failure (then
+    /// subscribe again from [`Subscription::next_seq`]). Failures it could
+    /// resume from are never returned.
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         loop {
             if let Some(message) = self.pending.pop_front() {

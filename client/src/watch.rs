@@ -149,28 +149,34 @@ pub struct Watch {
     token: ResumeToken,
     /// Whether updates come from a router (which sends its own tokens).
     via_router: bool,
-    _tasks: JoinSet<()>,
+    /// An error was returned: the watch is over.
+    ended: bool,
+    tasks: JoinSet<()>,
 }
 
 impl Watch {
     /// The next response: a shard's changes, or only its progress (no events).
-    /// `None` after an error was returned. An error ends the watch; it is
-    /// never a retryable one (those are resumed): typically `OUT_OF_RANGE`
-    /// ([`Error::is_out_of_range`]), when the shard no longer has the changes
-    /// the watch needs, so re-read what you follow and watch again from now.
+    /// An error ends the watch (`None` after it): `OUT_OF_RANGE`
+    /// ([`Error::is_out_of_range`]) when a shard no longer has the changes the
+    /// watch needs (re-read what you follow, then watch from now); or, when a
+    /// broken stream could not be reopened within the client's request
+    /// timeout, that last failure (then [`Watch::token`] still says where to
+    /// resume, with [`WatchStart::After`]). Failures it could resume from are
+    /// never returned.
     pub async fn next(&mut self) -> Option<Result<WatchBatch, Error>> {
+        if self.ended {
+            return None;
+        }
         let response = match self.updates.recv().await? {
             Ok(response) => response,
-            Err(err) => {
-                self.updates.close();
-                return Some(Err(err));
-            }
+            Err(err) => return Some(Err(self.end(err))),
         };
         if self.via_router && !response.resume_token.is_empty() {
             match ResumeToken::decode(&response.resume_token) {
                 Ok(token) => self.token = token,
                 Err(err) => {
-                    return Some(Err(Error::Unavailable(format!("the router sent a bad token: {err}"))));
+                    let err = Error::Unavailable(format!("the router sent a bad token: {err}"));
+                    return Some(Err(self.end(err)));
                 }
             }
         } else if response.shard != 0 {
@@ -181,6 +187,14 @@ impl Watch {
             events: response.events.into_iter().filter_map(from_proto).collect(),
             version: response.version,
         }))
+    }
+
+    /// Ends the watch: nothing more is returned, and its streams stop.
+    fn end(&mut self, err: Error) -> Error {
+        self.ended = true;
+        self.updates.close();
+        self.tasks.abort_all();
+        err
     }
 
     /// How far the watch got: everything before the token was delivered by
@@ -279,7 +293,7 @@ impl Client {
                 tx.clone(),
             ));
         }
-        Ok(Watch { updates, token, via_router: false, _tasks: tasks })
+        Ok(Watch { updates, token, via_router: false, ended: false, tasks })
     }
 
     /// Opens one shard's watch on its leader, from `start` (0 = now).
@@ -330,7 +344,7 @@ impl Client {
             },
             tx,
         ));
-        Ok(Watch { updates, token, via_router: true, _tasks: tasks })
+        Ok(Watch { updates, token, via_router: true, ended: false, tasks })
     }
 
     async fn open_router_watch(

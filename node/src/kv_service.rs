@@ -162,7 +162,7 @@ impl Kv for KvService {
                 if !shard.is_leader() {
                     return Err(shard.not_leader().into());
                 }
-                let cursor = cursor_for(&shard, req.start_version)?;
+                let cursor = cursor_for(&shard, req.start_version, &filter)?;
                 let watcher =
                     Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams);
                 Ok(Response::new(watcher.into_stream(|shard, events, version| WatchResponse {
@@ -204,15 +204,11 @@ impl Kv for KvService {
                 // the entry before, and skip the entry's earlier messages.
                 let from = req.from_seq;
                 let start_version = if from == 0 { 0 } else { message_index(from).max(1) };
-                let cursor = cursor_for(&shard, start_version)?;
-                let watcher = Watcher::new(
-                    &shard,
-                    Filter::Channel(req.channel),
-                    cursor,
-                    self.stopping.clone(),
-                    &self.node.open_streams,
-                )
-                .skip_messages_below(from);
+                let filter = Filter::Channel(req.channel);
+                let cursor = cursor_for(&shard, start_version, &filter)?;
+                let watcher =
+                    Watcher::new(&shard, filter, cursor, self.stopping.clone(), &self.node.open_streams)
+                        .skip_messages_below(from);
                 Ok(Response::new(watcher.into_stream(move |_, messages, reached| {
                     SubscribeResponse {
                         messages: messages

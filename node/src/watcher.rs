@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use openraft::ServerState;
+
 use bytes::Bytes;
 use ringkv_core::{ShardId, Version};
 use tokio::sync::watch;
@@ -51,25 +53,48 @@ impl Filter {
     }
 }
 
-/// The OUT_OF_RANGE answer for a cursor whose events are gone.
-pub fn compacted(shard: ShardId, c: Compacted) -> Status {
+/// The OUT_OF_RANGE answer for a cursor whose events are gone; it names the
+/// first position that works, as the stream numbers them (a version, or for
+/// a channel a message sequence number).
+pub fn compacted(shard: ShardId, c: Compacted, filter: &Filter) -> Status {
     let next = c.horizon + 1;
+    let (what, position) = match filter {
+        Filter::Channel(_) => ("messages", format!("seq {}", message_seq(next, 0))),
+        Filter::Key(_) | Filter::Prefix(_) => ("events", format!("version {next}")),
+    };
     Status::out_of_range(format!(
-        "shard {shard} no longer has the events before version {next} (its retention is \
-         --watch-retention-events): re-read what you follow and start again from version {next}"
+        "shard {shard} no longer has the {what} before {position} (its retention is \
+         --watch-retention-events): re-read what you follow and start again from {position}"
     ))
 }
 
 /// Where a stream starts: after `start - 1`, or after the last applied entry
-/// when `start` is 0 (from now). Fails at once if those events are gone.
-pub fn cursor_for(shard: &Shard, start: Version) -> Result<Version, Status> {
+/// when `start` is 0 (from now). Fails at once if those events are gone, or
+/// if `start` lies beyond the end of the leader's log (a position from
+/// another cluster, or one that was wiped: waiting for it would skip
+/// everything before it).
+pub fn cursor_for(shard: &Shard, start: Version, filter: &Filter) -> Result<Version, Status> {
     let cursor = match start {
         0 => shard.events.applied(),
         start => start - 1,
     };
-    shard.events.read_after(cursor, 0).map_err(|c| compacted(shard.id, c))?;
+    let last_log = shard.status().last_log;
+    if cursor > last_log {
+        return Err(Status::out_of_range(format!(
+            "position {start} is beyond the end of shard {}'s log (index {last_log}): it is not from this \
+             cluster; re-read what you follow and start again from now",
+            shard.id
+        )));
+    }
+    shard.events.read_after(cursor, 0).map_err(|c| compacted(shard.id, c, filter))?;
     Ok(cursor)
 }
+
+/// How often an idle stream checks that its replica still leads the shard;
+/// one that stepped down ends (UNAVAILABLE), so the caller resumes on the new
+/// leader rather than wait on a replica that no longer learns of new entries
+/// in time.
+pub const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 /// How many streams of each kind are open on a node.
 #[derive(Debug, Default)]
@@ -97,6 +122,8 @@ impl Drop for Counted {
 /// One stream's state between responses.
 pub struct Watcher {
     shard: ShardId,
+    /// The replica's Raft, to notice that it stepped down.
+    raft: crate::raft_types::Raft,
     events: Arc<ShardEvents>,
     progress: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
@@ -129,6 +156,7 @@ impl Watcher {
         Watcher {
             _counted: Counted::new(counter),
             shard: shard.id,
+            raft: shard.raft.clone(),
             events: shard.events.clone(),
             progress: shard.progress.clone(),
             stopping,
@@ -179,8 +207,10 @@ impl Watcher {
         }
         loop {
             let told = self.told.unwrap_or(self.cursor);
-            let (batch, reached) =
-                self.events.read_after(self.cursor, BATCH).map_err(|c| compacted(self.shard, c))?;
+            let (batch, reached) = self
+                .events
+                .read_after(self.cursor, BATCH)
+                .map_err(|c| compacted(self.shard, c, &self.filter))?;
             self.cursor = reached;
             let matching = self.pick(batch);
             let progress_due = told < reached && self.told_at.elapsed() >= PROGRESS_EVERY;
@@ -193,8 +223,10 @@ impl Watcher {
                 continue; // more entries already recorded
             }
             // A timer, not a wait for a condition: a progress note is due by
-            // time even when no entry is applied.
+            // time even when no entry is applied, and leadership is checked
+            // by time (see LEADERSHIP_CHECK).
             let wait_for_progress = tokio::time::sleep(PROGRESS_EVERY);
+            let leadership_check = tokio::time::sleep(LEADERSHIP_CHECK);
             tokio::select! {
                 changed = self.progress.changed() => {
                     changed.map_err(|_| Status::unavailable(format!(
@@ -206,6 +238,13 @@ impl Watcher {
                 }
                 // Wake to send a due progress note even when nothing is applied.
                 () = wait_for_progress, if told < self.cursor => {}
+                () = leadership_check => {
+                    if self.raft.server_metrics().borrow().state != ServerState::Leader {
+                        return Err(Status::unavailable(format!(
+                            "this node no longer leads shard {}: resume on its leader", self.shard
+                        )));
+                    }
+                }
             }
         }
     }

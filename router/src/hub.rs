@@ -9,11 +9,13 @@
 //! a sequence number the upstream saw or will see (`from_seq` at or after the
 //! oldest message it kept). It then gets those kept messages and the live ones
 //! after them, with no gap and no duplicate, because joining and the
-//! upstream's receiving take the same lock. A subscriber that asks for older
-//! messages, or from a sequence number while the router has no upstream of
-//! the channel, gets an upstream of its own (from `from_seq`, served by the
-//! node's retention). A shared upstream is opened by a subscriber from now,
-//! and starts there, so that no subscriber from now gets older messages.
+//! upstream's receiving take the same lock. A shared upstream always starts
+//! from now (so no subscriber from now gets older messages). A subscriber
+//! from an older position, or with no shared upstream yet (every subscriber
+//! resumes so after a router restart), catches up on an upstream of its own
+//! (from `from_seq`, served by the node's retention) and moves to the shared
+//! one as soon as that has everything after its position; only one that
+//! keeps more than [`RECENT`] messages behind stays alone.
 //!
 //! A subscriber that falls more than [`BUFFERED`] responses behind is ended
 //! with `UNAVAILABLE` naming its position: the client library resumes it from
@@ -102,22 +104,33 @@ impl Hub {
         if let Some(joined) = self.join(&channel, from_seq) {
             return Ok(self.serve(joined, from_seq));
         }
-        let subscription = self.client.subscribe(channel.clone(), from_seq).await.map_err(to_status)?;
-        if from_seq != 0 {
-            // Older than what the shared upstream kept, or no shared upstream:
-            // an upstream of its own. Shared ones start from now, so that a
-            // subscriber from now never gets a catching-up one's older messages.
-            return Ok(self.serve_alone(subscription));
+        if from_seq == 0 {
+            self.open_shared(&channel).await?;
+            return match self.join(&channel, 0) {
+                Some(joined) => Ok(self.serve(joined, 0)),
+                None => Err(Status::unavailable("the channel's upstream ended at once: subscribe again")),
+            };
         }
+        // From a position the shared upstream cannot serve (or there is none:
+        // after a router restart every subscriber resumes so): catch up on an
+        // upstream of its own, then join the shared one.
+        let private = self.client.subscribe(channel.clone(), from_seq).await.map_err(to_status)?;
+        if let Err(status) = self.open_shared(&channel).await {
+            tracing::debug!(?channel, %status, "no shared upstream yet; the subscriber catches up alone");
+        }
+        Ok(self.serve_catching_up(channel, private))
+    }
+
+    /// Opens the channel's shared upstream, from now, unless there is one.
+    async fn open_shared(&self, channel: &Bytes) -> Result<(), Status> {
+        if self.channels().contains_key(channel) {
+            return Ok(());
+        }
+        let subscription = self.client.subscribe(channel.clone(), 0).await.map_err(to_status)?;
         let upstream = {
             let mut channels = self.channels();
-            if channels.contains_key(&channel) {
-                drop(channels);
-                // Another subscriber opened one meanwhile.
-                return Ok(match self.join(&channel, from_seq) {
-                    Some(joined) => self.serve(joined, from_seq),
-                    None => self.serve_alone(subscription),
-                });
+            if channels.contains_key(channel) {
+                return Ok(()); // another subscriber opened one meanwhile; ours goes
             }
             let start = subscription.next_seq();
             let (tx, _) = broadcast::channel(BUFFERED);
@@ -127,12 +140,8 @@ impl Hub {
             channels.insert(channel.clone(), upstream.clone());
             upstream
         };
-        let joined = self.join(&channel, from_seq);
-        tokio::spawn(self.clone().pump(channel, upstream, subscription));
-        match joined {
-            Some(joined) => Ok(self.serve(joined, from_seq)),
-            None => Err(Status::unavailable("the channel's upstream ended at once: subscribe again")),
-        }
+        tokio::spawn(self.clone().pump(channel.clone(), upstream, subscription));
+        Ok(())
     }
 
     /// Joins the channel's upstream if it can serve `from_seq`.
@@ -231,13 +240,7 @@ impl Hub {
     /// A joined subscriber's stream: its start, the kept messages it asked
     /// for, then the live ones.
     fn serve(&self, joined: Joined, from_seq: Version) -> Stream {
-        let Joined { start, replay, reached, rx } = joined;
-        let mut first = vec![SubscribeResponse { messages: Vec::new(), seq: start }];
-        if !replay.is_empty() {
-            first.push(SubscribeResponse { messages: replay, seq: reached.max(start) });
-        }
-        let state =
-            Follower { queued: first.into(), rx, from_seq, next: start + 1, stopping: self.stopping.clone() };
+        let state = self.follower(joined, from_seq);
         Box::pin(futures::stream::unfold(Some(state), |state| async move {
             let mut state = state?;
             let item = state.next().await;
@@ -246,35 +249,93 @@ impl Hub {
         }))
     }
 
-    /// A subscriber with an upstream of its own (not shared).
-    fn serve_alone(&self, subscription: Subscription) -> Stream {
-        let start = SubscribeResponse { messages: Vec::new(), seq: subscription.next_seq() - 1 };
-        let stopping = self.stopping.clone();
-        Box::pin(futures::stream::unfold(Some((Some(start), subscription, stopping)), |state| async move {
-            let (first, mut subscription, mut stopping) = state?;
-            if let Some(first) = first {
-                return Some((Ok(first), Some((None, subscription, stopping))));
+    fn follower(&self, joined: Joined, from_seq: Version) -> Follower {
+        let Joined { start, replay, reached, rx } = joined;
+        let mut first = vec![SubscribeResponse { messages: Vec::new(), seq: start }];
+        if !replay.is_empty() {
+            first.push(SubscribeResponse { messages: replay, seq: reached.max(start) });
+        }
+        Follower { queued: first.into(), rx, from_seq, next: start + 1, stopping: self.stopping.clone() }
+    }
+
+    /// A subscriber on an upstream of its own until it reaches what the
+    /// shared upstream can serve, then on the shared one (checked before
+    /// every response, and at least once per [`IDLE_CHECK`]).
+    fn serve_catching_up(&self, channel: Bytes, private: Subscription) -> Stream {
+        let first = SubscribeResponse { messages: Vec::new(), seq: private.next_seq() - 1 };
+        let state = CatchingUp {
+            hub: self.clone(),
+            channel,
+            first: Some(first),
+            private: Some(private),
+            shared: None,
+        };
+        Box::pin(futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            let item = state.next().await;
+            match item {
+                Some(Ok(response)) => Some((Ok(response), Some(state))),
+                Some(Err(status)) => Some((Err(status), None)),
+                None => None,
             }
+        }))
+    }
+}
+
+/// A subscriber of [`Hub::serve_catching_up`] between responses.
+struct CatchingUp {
+    hub: Hub,
+    channel: Bytes,
+    first: Option<SubscribeResponse>,
+    /// Until it joined the shared upstream.
+    private: Option<Subscription>,
+    shared: Option<Follower>,
+}
+
+impl CatchingUp {
+    async fn next(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        loop {
+            if let Some(shared) = &mut self.shared {
+                return Some(shared.next().await);
+            }
+            let private = self.private.as_mut()?;
+            let next = private.next_seq();
+            if let Some(joined) = self.hub.join(&self.channel, next) {
+                // Caught up: the shared upstream has everything from `next`.
+                let mut follower = self.hub.follower(joined, next);
+                follower.queued.pop_front(); // its start note says nothing new
+                self.shared = Some(follower);
+                self.private = None;
+                continue;
+            }
+            if !self.hub.channels().contains_key(&self.channel)
+                && let Err(status) = self.hub.open_shared(&self.channel).await
+            {
+                tracing::debug!(%status, "still no shared upstream");
+            }
+            let mut stopping = self.hub.stopping.clone();
+            let private = self.private.as_mut()?;
             let batch = tokio::select! {
-                batch = subscription.next_batch() => batch,
-                () = crate::server::until_stopping(&mut stopping) => return Some((Err(shutting_down()), None)),
+                batch = private.next_batch() => batch,
+                // Re-check whether it can join, even on a quiet channel.
+                () = tokio::time::sleep(IDLE_CHECK) => continue,
+                () = crate::server::until_stopping(&mut stopping) => return Some(Err(shutting_down())),
             };
-            match batch {
-                Some(Ok(batch)) => {
+            return match batch? {
+                Ok(batch) => {
                     let messages = batch
                         .messages
                         .into_iter()
                         .map(|m| ChannelMessage { seq: m.seq, payload: m.payload })
                         .collect();
-                    Some((
-                        Ok(SubscribeResponse { messages, seq: batch.seq }),
-                        Some((None, subscription, stopping)),
-                    ))
+                    Some(Ok(SubscribeResponse { messages, seq: batch.seq }))
                 }
-                Some(Err(err)) => Some((Err(to_status(err)), None)),
-                None => None,
-            }
-        }))
+                Err(err) => Some(Err(to_status(err))),
+            };
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub fn parse(req: WatchRequest) -> Result<(WatchTarget, WatchStart), Status> {
         }
         (true, false) => WatchTarget::Prefix(req.prefix),
         (true, true) if !req.resume_token.is_empty() => {
+            if req.start_version != 0 {
+                return Err(Status::invalid_argument("give start_version or resume_token, not both"));
+            }
             let token = ResumeToken::decode(&req.resume_token).map_err(to_status)?;
             return Ok((token.target().clone(), WatchStart::After(token)));
         }

@@ -121,10 +121,11 @@ async fn a_router_coalesces_its_subscribers_of_a_channel_into_one_upstream() {
     let mut late = via_router(&router).subscribe("lobby", sent[2].0).await.expect("subscribe from a seq");
     assert_eq!(receive(&mut late, 3).await, sent[2..]);
     wait_for_open_subscriptions(&cluster, 1).await;
-    // One from before the upstream started gets one of its own.
+    // One from before the upstream started catches up on one of its own,
+    // then moves to the shared one.
     let mut older = via_router(&router).subscribe("lobby", early[0].0).await.expect("subscribe from older");
     assert_eq!(receive(&mut older, 8).await, [early.clone(), sent.clone()].concat());
-    wait_for_open_subscriptions(&cluster, 2).await;
+    wait_for_open_subscriptions(&cluster, 1).await;
 
     drop(subscribers);
     drop(late);
@@ -138,6 +139,36 @@ async fn a_router_coalesces_its_subscribers_of_a_channel_into_one_upstream() {
     let fresh = publish(&publisher, "lobby", 8..9).await;
     assert_eq!(receive(&mut from_now, 1).await, fresh, "a subscriber from now gets no older message");
     assert_eq!(receive(&mut catching_up, 9).await, [early, sent, fresh].concat());
+    wait_for_open_subscriptions(&cluster, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_router_restart_its_resumed_subscribers_share_one_upstream_again() {
+    let (mut cluster, _, router) = Cluster::with_router(3, 2).await;
+    let publisher = Client::connect(cluster.addrs(), Default::default()).expect("client");
+    let mut subscribers = Vec::new();
+    for _ in 0..10 {
+        subscribers.push(via_router(&router).subscribe("hall", 0).await.expect("subscribe"));
+    }
+    wait_for_open_subscriptions(&cluster, 1).await;
+    let mut sent = publish(&publisher, "hall", 0..3).await;
+    for subscriber in &mut subscribers {
+        assert_eq!(receive(subscriber, 3).await, sent);
+    }
+    // The router dies and comes back; messages are published meanwhile. Every
+    // subscriber resumes (from its own position) and misses nothing...
+    cluster.routers[0].kill();
+    sent.extend(publish(&publisher, "hall", 3..6).await);
+    cluster.routers[0].start().await;
+    for subscriber in &mut subscribers {
+        assert_eq!(receive(subscriber, 3).await, sent[3..]);
+    }
+    // ...and they share one upstream again.
+    wait_for_open_subscriptions(&cluster, 1).await;
+    sent.extend(publish(&publisher, "hall", 6..7).await);
+    for subscriber in &mut subscribers {
+        assert_eq!(receive(subscriber, 1).await, sent[6..]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +180,11 @@ async fn a_position_past_the_retention_is_out_of_range_and_bad_input_is_refused(
     let sent = publish(&client, "c", 0..10).await;
     let err = client.subscribe("c", sent[0].0).await.err().expect("too old");
     assert!(err.is_out_of_range(), "{err:?}");
+    // It names the first sequence number that works.
+    let named: u64 = err.to_string().rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a seq");
+    let mut from_named = client.subscribe("c", named).await.expect("from the named seq");
+    let first = receive(&mut from_named, 1).await[0].0;
+    assert!(first >= named && sent.iter().any(|(seq, _)| *seq == first), "{first} from {named}");
     // From a retained position it works.
     let mut subscription = client.subscribe("c", sent[8].0).await.expect("recent");
     assert_eq!(receive(&mut subscription, 2).await, sent[8..]);

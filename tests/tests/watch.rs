@@ -120,6 +120,35 @@ async fn events_arrive_in_order_and_a_watch_resumes_exactly() {
         let err = open(&addr, bad).await.expect_err("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     }
+    // A position beyond the log (another cluster's, or a wiped one's) is
+    // refused rather than waited for.
+    let err = open(&addr, key_watch("k", 1 << 40)).await.expect_err("from the future");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("beyond the end"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_replica_that_steps_down_ends_so_the_caller_resumes() {
+    let cluster = Cluster::start(3, &[]).await;
+    cluster.init(1, 3).await.expect("init");
+    let leaders = cluster.wait_for_leaders(1, TIMEOUT).await;
+    let leader = leaders[&1];
+    let leader_addr = cluster.nodes.iter().find(|n| n.id == leader).expect("leader").addr.clone();
+    let mut watch = open(&leader_addr, key_watch("s", 0)).await.expect("watch");
+    let target = cluster.nodes.iter().find(|n| n.id != leader).expect("another node").id;
+    let client = Client::connect(cluster.addrs(), Default::default()).expect("client");
+    client.transfer_leader(1, target).await.expect("transfer");
+    let deadline = Instant::now() + TIMEOUT;
+    let ended = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watch.message()).await.expect("the stream ends in time") {
+            Ok(Some(_)) => continue, // the first response, progress
+            Ok(None) => panic!("ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("no longer leads"), "{ended:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,26 @@ fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
     }
 }
 
+/// Opens the storage in `dir`, waiting (up to 10 s) while sled still holds
+/// the directory's lock for a handle dropped just before: sled 0.34 finishes
+/// writing its log buffers on its own IO threads, which keep the lock for a
+/// moment after the last `Db` handle is gone. Only a reopen in the same
+/// process can see that (a restarted node is a new process).
+async fn reopen(dir: &std::path::Path) -> NodeStorage {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match NodeStorage::open(dir) {
+            Ok(storage) => return storage,
+            Err(err) if err.to_string().contains("could not acquire lock") => {
+                assert!(std::time::Instant::now() < deadline, "sled kept its lock for 10 s: {err}");
+                // Poll interval: nothing signals sled's IO threads finishing.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("reopening {}: {err}", dir.display()),
+        }
+    }
+}
+
 fn shard_snapshot_files(storage: &NodeStorage, shard: ShardId) -> Vec<PathBuf> {
     let dir = storage.snapshot_root().join(shard::snapshot_dir_name(shard));
     let mut files: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -115,7 +135,7 @@ async fn restart_round_trips_vote_log_committed_purged_and_snapshot() {
         storage.flush().await.unwrap();
     }
 
-    let storage = NodeStorage::open(dir.path()).unwrap();
+    let storage = reopen(dir.path()).await;
     assert_eq!(storage.get_node_meta("node-id").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(storage.get_node_meta("absent").unwrap(), None);
     assert_eq!(storage.stored_shards(), vec![7]);
@@ -302,7 +322,7 @@ async fn node_meta_is_durable_and_removable() {
         // Each write waited for its own round.
         assert_eq!(storage.flush_stats().rounds - before.rounds, 3);
     }
-    let storage = NodeStorage::open(dir.path()).unwrap();
+    let storage = reopen(dir.path()).await;
     assert_eq!(storage.get_node_meta("a").unwrap(), None);
     assert_eq!(storage.get_node_meta("b").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(storage.data_dir(), dir.path());
@@ -365,7 +385,7 @@ async fn a_large_entry_goes_to_a_sled_blob_that_the_flusher_syncs_once() {
     }
 
     // Restart: the entry reads back intact.
-    let storage = NodeStorage::open(dir.path()).unwrap();
+    let storage = reopen(dir.path()).await;
     let (mut log, _sm) = storage.open_shard(1).unwrap();
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 1)));
     let read = log.try_get_log_entries(1..2).await.unwrap();

@@ -226,6 +226,7 @@ async fn main() {
             })
         })
         .collect();
+    // The measured window: publishers and subscribers run for this long.
     tokio::time::sleep(Duration::from_secs(args.fanout_secs)).await;
     stop.store(true, Ordering::Relaxed);
     for publisher in publishers {

@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         // The node and the router set up their own logging and runtime.
-        Command::Node(args) => ringkv_node::cli::run(args),
-        Command::Router(args) => router::cli::run(args),
+        Command::Node(server) => ringkv_node::cli::main(server_argv("ringkv node", server.args)),
+        Command::Router(server) => router::cli::main(server_argv("ringkv router", server.args)),
         Command::Dev(args) => {
             init_logging();
             dev::run(args)
@@ -55,6 +55,11 @@ fn main() -> ExitCode {
             run_client_command(cli.client, command)
         }
     }
+}
+
+/// The argument list a server's own parser expects: its name, then its arguments.
+fn server_argv(name: &str, args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    std::iter::once(name.into()).chain(args).collect()
 }
 
 fn run_client_command(args: ClientArgs, command: Command) -> ExitCode {

@@ -1,6 +1,8 @@
-//! The `ringkv-node` command line: flags → [`NodeConfig`], logging setup, and the
-//! process lifecycle (bind, serve, stop on SIGINT/SIGTERM).
+//! The `ringkv-node` command line: settings (flags, `RINGKV_*` environment
+//! variables, a TOML file; see `ringkv_settings`) → [`NodeConfig`], logging
+//! setup, and the process lifecycle (bind, serve, stop on SIGINT/SIGTERM).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +13,17 @@ use crate::config::NodeConfig;
 /// A ringkv node: hosts replicas of many shards, each a Raft group persisted to
 /// sled. Starts empty; `ringkv cluster init` gives it its first replicas.
 #[derive(Debug, Parser)]
-#[command(name = "ringkv-node", version)]
+#[command(name = "ringkv-node", version, after_help = ringkv_settings::HELP)]
 pub struct NodeArgs {
+    /// TOML file of settings: each key is a flag's name without `--`
+    /// (`heartbeat-ms = 100`). A flag beats its environment variable, which
+    /// beats the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with where it came
+    /// from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// This node's id: unique in the cluster, never reused, greater than 0.
     #[arg(long)]
     pub id: u64,
@@ -90,6 +101,62 @@ pub struct NodeArgs {
 fn parse_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text.parse().map_err(|e| format!("{text:?} is not a number: {e}"))?;
     if value > 0.0 && value <= 1.0 { Ok(value) } else { Err(format!("{value} is not in (0, 1]")) }
+}
+
+/// Runs `ringkv-node` with this argument list (program name first): parses the
+/// settings, prints them or an error if asked or wrong, else runs the node.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let loaded = match ringkv_settings::parse::<NodeArgs, _, _>(argv) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    if let Err(err) = loaded.settings.check() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    if loaded.settings.print_config {
+        print!("{}", ringkv_settings::render(&loaded.effective, SECRET_SETTINGS));
+        return ExitCode::SUCCESS;
+    }
+    run(loaded.settings)
+}
+
+/// Settings whose values `--print-config` never shows.
+pub const SECRET_SETTINGS: &[&str] = &["-token"];
+
+impl NodeArgs {
+    /// What no single flag's parser can see: settings that must agree.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("--id must be greater than 0".into());
+        }
+        if self.heartbeat_ms == 0 {
+            return Err("--heartbeat-ms must be greater than 0".into());
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return Err(format!(
+                "--election-timeout-min-ms ({}) must be less than --election-timeout-max-ms ({})",
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.heartbeat_ms >= self.election_timeout_min_ms {
+            return Err(format!(
+                "--heartbeat-ms ({}) must be less than --election-timeout-min-ms ({}): followers \
+                 would campaign between heartbeats",
+                self.heartbeat_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err("--snapshot-every-entries must be greater than 0".into());
+        }
+        if self.watch_retention_events == 0 {
+            return Err("--watch-retention-events must be greater than 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Runs the node process to completion.

@@ -1,10 +1,7 @@
-//! `ringkv-node`: parses flags, binds the listener, and runs [`ringkv_node::server::serve`]
-//! until SIGINT or SIGTERM.
+//! `ringkv-node`: reads its settings (flags, environment, config file), binds
+//! the listener, and runs [`ringkv_node::server::serve`] until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
-
-use clap::Parser;
-use ringkv_node::cli::NodeArgs;
 
 /// mimalloc instead of glibc malloc: allocation was a tenth of a node's CPU
 /// under load (see docs/benchmarks.md).
@@ -12,6 +9,5 @@ use ringkv_node::cli::NodeArgs;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = NodeArgs::parse();
-    ringkv_node::cli::run(args)
+    ringkv_node::cli::main(std::env::args_os())
 }

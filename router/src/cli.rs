@@ -1,6 +1,9 @@
-//! The `ringkv-router` command line: flags → [`RouterConfig`], logging, and the
-//! process lifecycle (bind, serve, stop on SIGINT/SIGTERM or stdin EOF).
+//! The `ringkv-router` command line: settings (flags, `RINGKV_*` environment
+//! variables, a TOML file; see `ringkv_settings`) → [`RouterConfig`], logging,
+//! and the process lifecycle (bind, serve, stop on SIGINT/SIGTERM or stdin EOF).
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,8 +14,17 @@ use crate::server::RouterConfig;
 /// The stateless front door of a ringkv cluster: one gRPC endpoint for the `KV`
 /// and `Admin` services that forwards each request to its shard's leader.
 #[derive(Debug, Parser)]
-#[command(name = "ringkv-router", version)]
+#[command(name = "ringkv-router", version, after_help = ringkv_settings::HELP)]
 pub struct RouterArgs {
+    /// TOML file of settings: each key is a flag's name without `--`
+    /// (`nodes = ["10.0.0.1:7001"]`). A flag beats its environment variable,
+    /// which beats the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with where it came
+    /// from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address to listen on (host:port).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub listen: String,
@@ -37,6 +49,30 @@ pub struct RouterArgs {
     #[arg(long, hide = true)]
     pub stop_on_stdin_eof: bool,
 }
+
+/// Runs `ringkv-router` with this argument list (program name first): parses
+/// the settings, prints them or an error if asked or wrong, else runs it.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let loaded = match ringkv_settings::parse::<RouterArgs, _, _>(argv) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    if loaded.settings.request_timeout_ms == 0 {
+        eprintln!("error: --request-timeout-ms must be greater than 0");
+        return ExitCode::from(2);
+    }
+    if loaded.settings.print_config {
+        print!("{}", ringkv_settings::render(&loaded.effective, SECRET_SETTINGS));
+        return ExitCode::SUCCESS;
+    }
+    run(loaded.settings)
+}
+
+/// Settings whose values `--print-config` never shows.
+pub const SECRET_SETTINGS: &[&str] = &["-token"];
 
 /// Runs the router process to completion.
 pub fn run(args: RouterArgs) -> ExitCode {

@@ -1,8 +1,7 @@
-//! `ringkv-router`: parses flags and runs [`ringkv_router::cli::run`].
+//! `ringkv-router`: reads its settings (flags, environment, config file) and
+//! runs [`ringkv_router::cli::run`].
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 /// mimalloc instead of glibc malloc: allocation was a tenth of a node's CPU
 /// under load (see docs/benchmarks.md).
@@ -10,5 +9,5 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    ringkv_router::cli::run(ringkv_router::cli::RouterArgs::parse())
+    ringkv_router::cli::main(std::env::args_os())
 }

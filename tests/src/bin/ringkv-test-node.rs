@@ -3,13 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// The production node's allocator, so benchmarks on test clusters measure
 /// what operators run.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    ringkv_node::cli::run(ringkv_node::cli::NodeArgs::parse())
+    ringkv_node::cli::main(std::env::args_os())
 }

@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    ringkv_router::cli::run(ringkv_router::cli::RouterArgs::parse())
+    ringkv_router::cli::main(std::env::args_os())
 }

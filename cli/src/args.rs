@@ -109,6 +109,33 @@ pub struct ClientArgs {
     /// Also print versions and TTLs (on stderr)
     #[arg(short, long, global = true)]
     pub verbose: bool,
+
+    /// File holding the bearer token of a cluster that requires one (its KV
+    /// token, or its admin token for `admin` and `cluster` commands)
+    #[arg(long, global = true, env = "RINGKV_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// CA bundle (PEM file) that signed the cluster's certificates: connect
+    /// with TLS and verify them
+    #[arg(long, global = true, env = "RINGKV_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl ClientArgs {
+    /// The TLS and token settings these arguments name (files read now).
+    pub fn credentials(&self) -> Result<ringkv_client::Credentials, String> {
+        let token = match &self.token_file {
+            Some(path) => Some(ringkv_client::Token::from_file("token-file", path)?),
+            None => None,
+        };
+        let tls = match &self.tls_ca {
+            Some(path) => {
+                Some(ringkv_client::tls::client_config(&ringkv_client::tls::read_pem("tls-ca", path)?))
+            }
+            None => None,
+        };
+        Ok(ringkv_client::Credentials::default().with_token(token).with_tls(tls))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,7 @@ pub async fn run(
     let default_timeout_ms = if is_init { 60_000 } else { 10_000 };
     let opts = ClientOptions {
         request_timeout: Duration::from_millis(args.timeout_ms.unwrap_or(default_timeout_ms)),
+        credentials: args.credentials().map_err(Failure::usage)?,
         ..ClientOptions::default()
     };
     let mut addrs = args.addr;

@@ -17,8 +17,9 @@ use ringkv_core::{Epoch, META_SHARD, NodeId, ShardId, Version};
 use ringkv_proto::v1 as proto;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::kv_client::KvClient;
+use ringkv_security::{Conn, Credentials};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::error::Error;
 use crate::follow::Opened;
@@ -53,6 +54,8 @@ pub struct ClientOptions {
     /// Whether requests go straight to the nodes or through the given addresses;
     /// see [`Routing`].
     pub routing: Routing,
+    /// TLS and the token every call carries (plain, none by default).
+    pub credentials: Credentials,
 }
 
 /// Where a [`Client`] sends requests: straight to each shard's nodes, by the
@@ -90,6 +93,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(200),
             shard_count: None,
             routing: Routing::Auto,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -492,7 +496,7 @@ impl Client {
     /// so an answer lost in transit is not retried (its outcome is unknown).
     async fn meta_admin<T, F, Fut>(&self, name: &'static str, write: bool, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(AdminClient<Channel>, Duration) -> Fut,
+        F: FnMut(AdminClient<Conn>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let op = Op { leader_confirmed: true, ..Op::kv(name, Some(META_SHARD), write, false) };
@@ -724,7 +728,7 @@ impl Client {
     pub(crate) async fn open_stream<R, F, Fut>(&self, op: Op, mut call: F) -> Result<Opened<R>, Error>
     where
         R: Send + 'static,
-        F: FnMut(KvClient<Channel>) -> Fut,
+        F: FnMut(KvClient<Conn>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>>,
     {
         let max = self.max_message_bytes();
@@ -796,9 +800,9 @@ impl Client {
         }
         // A redirect target or map address may be unusable; that is not the
         // caller's mistake, and nothing was sent, so it is a transport error.
-        let channel = endpoint(addr, &self.inner.opts)
-            .map_err(|err| Error::Transport(format!("bad address {addr:?}: {err}")))?
-            .connect_lazy();
+        let endpoint = endpoint(addr, &self.inner.opts)
+            .map_err(|err| Error::Transport(format!("bad address {addr:?}: {err}")))?;
+        let channel = self.inner.opts.credentials.connect_lazy(endpoint);
         let link = Arc::new(Link { addr: addr.to_string(), channel, pipe: Mutex::new(None) });
         links.insert(addr.to_string(), link.clone());
         Ok(link)
@@ -873,9 +877,12 @@ impl Client {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// The endpoint of a node address (`host:port`), plain HTTP/2.
+/// The endpoint of a node address (`host:port`): HTTP/2, over TLS if the
+/// credentials say so.
 fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(opts
+        .credentials
+        .endpoint(addr)?
         .connect_timeout(opts.connect_timeout)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -888,17 +895,17 @@ fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, tonic::transpo
 #[derive(Debug)]
 pub(crate) struct Link {
     addr: String,
-    channel: Channel,
+    channel: Conn,
     pipe: Mutex<Option<Arc<KvPipe>>>,
 }
 
 impl Link {
-    fn admin(&self) -> AdminClient<Channel> {
+    fn admin(&self) -> AdminClient<Conn> {
         AdminClient::new(self.channel.clone())
     }
 
     /// The KV service for calls that are not piped (streams).
-    pub(crate) fn kv(&self, max_message_bytes: usize) -> KvClient<Channel> {
+    pub(crate) fn kv(&self, max_message_bytes: usize) -> KvClient<Conn> {
         KvClient::new(self.channel.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)

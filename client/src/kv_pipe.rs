@@ -17,9 +17,9 @@ use ringkv_proto::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest, IncrementResponse, KvFrame,
     KvFrameReply, KvMethod, PutRequest, PutResponse, TouchRequest, TouchResponse,
 };
+use ringkv_security::Conn;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pipe::{Pipe, PipeReply};
@@ -83,7 +83,7 @@ kv_request!(IncrementRequest, IncrementResponse, Increment, "/ringkv.v1.KV/Incre
 
 /// Opens a KV pipe to `addr` over `channel`; replies up to
 /// `max_message_bytes` are accepted.
-pub fn open(channel: Channel, addr: &str, max_message_bytes: usize) -> Arc<KvPipe> {
+pub fn open(channel: Conn, addr: &str, max_message_bytes: usize) -> Arc<KvPipe> {
     let mut client = KvClient::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -94,7 +94,7 @@ pub fn open(channel: Channel, addr: &str, max_message_bytes: usize) -> Arc<KvPip
 /// else as the unary call on `channel`.
 pub async fn call<R: KvRequest>(
     pipe: &KvPipe,
-    channel: Channel,
+    channel: Conn,
     request: R,
     timeout: Duration,
     max_message_bytes: usize,
@@ -112,7 +112,7 @@ pub async fn call<R: KvRequest>(
 
 /// The unary call of `request`, with `timeout` as its `grpc-timeout`.
 async fn unary<R: KvRequest>(
-    channel: Channel,
+    channel: Conn,
     request: R,
     timeout: Duration,
     max_message_bytes: usize,

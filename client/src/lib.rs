@@ -287,6 +287,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use pubsub::{Message, MessageBatch, Subscription};
+/// TLS and token settings of [`ClientOptions::credentials`].
+pub use ringkv_security::{Credentials, Token, tls};
 pub use watch::{EventKind, ResumeToken, Watch, WatchBatch, WatchEvent, WatchStart, WatchTarget};
 
 /// The result of a client call.

@@ -27,7 +27,7 @@ use ringkv_proto::v1::{
     CreateReplicaRequest, InitClusterRequest, InitClusterResponse, InitializeShardRequest, NodeAddress,
     NodeStatusRequest, PutClusterMapRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use ringkv_security::{Conn, Credentials};
 
 use crate::codec;
 use crate::error::Error;
@@ -45,11 +45,30 @@ pub const META_REPLICAS: usize = 3;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAP_INSTALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A lazily connecting Admin client for a peer.
-pub fn admin_client(addr: &str) -> Result<AdminClient<Channel>, Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+/// The credentials (TLS, peer token) of this process's calls to other nodes'
+/// Admin service. Set once by `server::serve` before anything calls a peer;
+/// a process-wide value because those calls are made deep in planning and
+/// rebalancing code that only holds the cluster map, and a production process
+/// runs one node. (Raft traffic takes its credentials from the node's
+/// `PeerPool`.) Plain, without a token, until set.
+static PEER_CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+
+/// Sets [`PEER_CREDENTIALS`]; later calls (more nodes in one test process)
+/// keep the first, which must then be the same.
+pub fn set_peer_credentials(credentials: Credentials) {
+    let _ = PEER_CREDENTIALS.set(credentials);
+}
+
+/// A lazily connecting Admin client for a peer, with this process's
+/// credentials towards its peers.
+pub fn admin_client(addr: &str) -> Result<AdminClient<Conn>, Error> {
+    let credentials = PEER_CREDENTIALS.get_or_init(Credentials::default);
+    let endpoint = credentials
+        .endpoint(addr)
         .map_err(|e| Error::InvalidArgument(format!("bad node address {addr:?}: {e}")))?;
-    Ok(AdminClient::new(endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy()))
+    Ok(AdminClient::new(
+        credentials.connect_lazy(endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true)),
+    ))
 }
 
 fn timed<T>(message: T) -> tonic::Request<T> {
@@ -224,7 +243,7 @@ pub async fn init_cluster(node: &Node, req: InitClusterRequest) -> Result<InitCl
 /// Proposes the first cluster map through whichever meta replica leads, waiting
 /// for the meta shard's first election.
 async fn install_map(
-    clients: &BTreeMap<NodeId, AdminClient<Channel>>,
+    clients: &BTreeMap<NodeId, AdminClient<Conn>>,
     meta_members: &[NodeId],
     map: &ClusterMap,
 ) -> Result<(), Error> {

@@ -96,6 +96,8 @@ pub struct NodeArgs {
     /// production.
     #[arg(long, hide = true)]
     pub enable_test_faults: bool,
+    #[command(flatten)]
+    pub security: ringkv_security::SecuritySettings,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -125,7 +127,9 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 /// Settings whose values `--print-config` never shows.
-pub const SECRET_SETTINGS: &[&str] = &["-token"];
+/// (The token settings are file paths, so nothing secret is printed today;
+/// this keeps it so should a setting ever hold a secret itself.)
+pub const SECRET_SETTINGS: &[&str] = &["-token", "-secret"];
 
 impl NodeArgs {
     /// What no single flag's parser can see: settings that must agree.
@@ -183,6 +187,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
 }
 
 async fn serve(args: NodeArgs) -> Result<(), String> {
+    let security = args.security.load()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -201,6 +206,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.enable_test_faults = args.enable_test_faults;
     config.join = args.join.clone();
     config.metrics_listen = args.metrics_listen.clone();
+    config.security = security;
     if args.print_addr {
         println!("listening on {bound}");
     }

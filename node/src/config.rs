@@ -56,6 +56,8 @@ pub struct NodeConfig {
     /// Where to serve Prometheus `/metrics` over HTTP (`--metrics-listen`);
     /// `None` = not at all.
     pub metrics_listen: Option<String>,
+    /// TLS, who may call what, and this node's credentials towards its peers.
+    pub security: ringkv_security::Security,
 }
 
 impl NodeConfig {
@@ -79,6 +81,7 @@ impl NodeConfig {
             enable_test_faults: false,
             join: None,
             metrics_listen: None,
+            security: ringkv_security::Security::default(),
         }
     }
 

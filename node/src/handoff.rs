@@ -30,7 +30,7 @@ pub async fn leaderships(node: &Node) {
     if led.is_empty() {
         return;
     }
-    let options = ClientOptions { request_timeout: HANDOFF_DEADLINE, ..Default::default() };
+    let options = ClientOptions { request_timeout: HANDOFF_DEADLINE, ..node.client_options() };
     let client = match Client::connect(vec![node.addr().to_string()], options) {
         Ok(client) => client,
         Err(err) => {

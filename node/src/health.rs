@@ -41,7 +41,7 @@ pub async fn run(node: Arc<Node>, reporter: HealthReporter, mut stopping: watch:
     let to_apply: BTreeMap<ShardId, u64> =
         node.shards().iter().map(|s| (s.id, s.status().last_log)).collect();
     let status_client =
-        ringkv_client::Client::connect(vec![node.addr().to_string()], Default::default()).ok();
+        ringkv_client::Client::connect(vec![node.addr().to_string()], node.client_options()).ok();
     let mut loaded = false;
     let mut draining = false;
     let mut drain_checked = tokio::time::Instant::now();

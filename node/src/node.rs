@@ -73,7 +73,7 @@ impl Node {
                 .await
                 .map_err(|e| Error::Internal(format!("deleting removed replica {orphan}: {e}")))?;
         }
-        let pool = Arc::new(PeerPool::new(config.id));
+        let pool = Arc::new(PeerPool::new(config.id, config.security.outgoing.clone()));
         let mut shards = BTreeMap::new();
         for id in hosted {
             let shard = Shard::open(id, &config, &storage, pool.clone()).await?;
@@ -98,6 +98,15 @@ impl Node {
 
     pub fn addr(&self) -> &str {
         &self.config.advertise_addr
+    }
+
+    /// Options for a `ringkv_client::Client` this node uses itself (health
+    /// checks, joining, hand-off): its own credentials towards the cluster.
+    pub fn client_options(&self) -> ringkv_client::ClientOptions {
+        ringkv_client::ClientOptions {
+            credentials: self.config.security.outgoing.clone(),
+            ..ringkv_client::ClientOptions::default()
+        }
     }
 
     /// The node's shared Raft channels (and their test-only fault switch).

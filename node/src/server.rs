@@ -38,6 +38,12 @@ pub async fn serve(
         })?),
         None => None,
     };
+    for warning in &config.security.warnings {
+        tracing::warn!("security: {warning}");
+    }
+    crate::bootstrap::set_peer_credentials(config.security.outgoing.clone());
+    let server_tls = config.security.server_tls.clone();
+    let guard = ringkv_security::Guard::new(config.security.policy.clone());
     let node = Node::open(config).await?;
     tracing::info!(node = node.id(), %local, advertise = node.addr(), "serving");
     let mut registry = ringkv_metrics::Registry::default();
@@ -46,7 +52,9 @@ pub async fn serve(
     let expiry = tokio::spawn(crate::expiry::run(node.clone()));
     let driver = tokio::spawn(crate::driver::run(node.clone()));
     let join = match (node.config.join.clone(), node.cluster()) {
-        (Some(seed), None) => Some(tokio::spawn(join(node.id(), node.addr().to_string(), seed))),
+        (Some(seed), None) => {
+            Some(tokio::spawn(join(node.id(), node.addr().to_string(), seed, node.client_options())))
+        }
         _ => None,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -82,8 +90,13 @@ pub async fn serve(
         crate::handoff::leaderships(&handing_off).await;
         let _ = stopping_tx.send(true);
     };
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = server_tls {
+        server = server.tls_config(tls).map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+    }
+    // Every call passes the guard first: a refused one reaches no handler.
+    let served = server
+        .layer(guard)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -119,8 +132,8 @@ pub async fn serve(
 
 /// Registers this node with the cluster behind `seed` (a router or node),
 /// retrying with backoff until the cluster answers.
-async fn join(id: u64, addr: String, seed: String) {
-    let client = match ringkv_client::Client::connect(vec![seed.clone()], Default::default()) {
+async fn join(id: u64, addr: String, seed: String, options: ringkv_client::ClientOptions) {
+    let client = match ringkv_client::Client::connect(vec![seed.clone()], options) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(%seed, "cannot join: {e}");

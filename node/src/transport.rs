@@ -45,7 +45,7 @@ use ringkv_client::pipe::Pipe;
 use ringkv_core::ShardId;
 use ringkv_proto::v1::raft_client::RaftClient;
 use ringkv_proto::v1::{RaftFrame, RaftFrameKind, RaftRequest, SnapshotChunk};
-use tonic::transport::{Channel, Endpoint};
+use ringkv_security::{Conn, Credentials};
 
 use crate::codec;
 use crate::raft_types::{NodeId, Snapshot, TypeConfig, Vote};
@@ -66,7 +66,7 @@ pub const PIPE_MAX_PAYLOAD_BYTES: usize = 64 << 10;
 #[derive(Debug)]
 struct Peer {
     addr: String,
-    client: RaftClient<Channel>,
+    client: RaftClient<Conn>,
     /// Opened on first use, replaced once closed.
     pipe: Option<Arc<Pipe<RaftFrame>>>,
 }
@@ -76,6 +76,8 @@ struct Peer {
 pub struct PeerPool {
     self_id: NodeId,
     connect_timeout: Duration,
+    /// TLS and the peer token of every connection to a peer.
+    credentials: Credentials,
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Test-only fault injection: peers cut off from this node's Raft traffic in
     /// both directions (empty in production).
@@ -83,10 +85,11 @@ pub struct PeerPool {
 }
 
 impl PeerPool {
-    pub fn new(self_id: NodeId) -> Self {
+    pub fn new(self_id: NodeId, credentials: Credentials) -> Self {
         PeerPool {
             self_id,
             connect_timeout: Duration::from_secs(1),
+            credentials,
             peers: Mutex::new(HashMap::new()),
             isolated_from: RwLock::new(HashSet::new()),
         }
@@ -105,19 +108,21 @@ impl PeerPool {
 
     /// The cached client for `target`, rebuilt when its address changed. Never dials:
     /// the channel connects on first use and reconnects by itself.
-    fn client(&self, target: NodeId, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    fn client(&self, target: NodeId, addr: &str) -> Result<RaftClient<Conn>, tonic::transport::Error> {
         let mut peers = self.peers.lock().expect("peer pool lock poisoned");
         if let Some(peer) = peers.get(&target)
             && peer.addr == addr
         {
             return Ok(peer.client.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = self
+            .credentials
+            .endpoint(addr)?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = self.credentials.connect_lazy(endpoint);
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
@@ -177,7 +182,7 @@ pub struct ShardNetwork {
     addr: String,
     /// `Err` when the peer's address is not a valid URI; every call then reports
     /// the peer unreachable.
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<Conn>, String>,
     /// The pool's pipe to the peer, cached until it closes.
     pipe: Option<Arc<Pipe<RaftFrame>>>,
     pool: Arc<PeerPool>,
@@ -186,7 +191,7 @@ pub struct ShardNetwork {
 impl ShardNetwork {
     /// The peer's client, unless the peer is unreachable (a bad address, or cut
     /// off by test fault injection).
-    fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
+    fn client(&self) -> Result<RaftClient<Conn>, Unreachable> {
         self.check_not_isolated()?;
         self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
     }

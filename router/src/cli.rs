@@ -48,6 +48,8 @@ pub struct RouterArgs {
     /// and tests so routers never outlive their supervisor).
     #[arg(long, hide = true)]
     pub stop_on_stdin_eof: bool,
+    #[command(flatten)]
+    pub security: ringkv_security::SecuritySettings,
 }
 
 /// Runs `ringkv-router` with this argument list (program name first): parses
@@ -97,6 +99,7 @@ pub fn run(args: RouterArgs) -> ExitCode {
 }
 
 async fn serve(args: RouterArgs) -> Result<(), String> {
+    let security = args.security.load()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -104,6 +107,7 @@ async fn serve(args: RouterArgs) -> Result<(), String> {
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
     config.max_value_bytes = args.max_value_bytes;
     config.metrics_listen = args.metrics_listen.clone();
+    config.security = security;
     let stop_on_eof = args.stop_on_stdin_eof;
     let shutdown = async move {
         tokio::select! {

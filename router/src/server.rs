@@ -25,6 +25,8 @@ pub struct RouterConfig {
     pub max_value_bytes: usize,
     /// Where to serve Prometheus `/metrics` over HTTP; `None` = not at all.
     pub metrics_listen: Option<String>,
+    /// TLS, who may call what, and the router's credentials towards the nodes.
+    pub security: ringkv_security::Security,
 }
 
 impl RouterConfig {
@@ -34,6 +36,7 @@ impl RouterConfig {
             request_timeout: Duration::from_secs(10),
             max_value_bytes: ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES,
             metrics_listen: None,
+            security: ringkv_security::Security::default(),
         }
     }
 }
@@ -61,8 +64,12 @@ pub async fn serve(
         max_value_bytes: config.max_value_bytes,
         // The seeds are nodes: route every request straight to its shard's leader.
         routing: Routing::Direct,
+        credentials: config.security.outgoing.clone(),
         ..ClientOptions::default()
     };
+    for warning in &config.security.warnings {
+        tracing::warn!("security: {warning}");
+    }
     let client = Client::connect(config.seeds.clone(), options).map_err(|e| e.to_string())?;
     let mut registry = ringkv_metrics::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
@@ -96,8 +103,14 @@ pub async fn serve(
         let _ = stopping_tx.send(true);
     };
     tracing::info!(%local, seeds = ?config.seeds, "router serving");
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = config.security.server_tls.clone() {
+        server = server.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    // Every call passes the guard first: a refused one reaches no handler and
+    // is never forwarded.
+    let served = server
+        .layer(ringkv_security::Guard::new(config.security.policy.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -57,6 +57,8 @@ pub struct Process {
     bin: &'static str,
     log_path: PathBuf,
     args: Vec<String>,
+    /// Extra environment variables (e.g. `RUST_LOG`), set after the defaults.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -85,6 +87,7 @@ impl Process {
             data_dir,
             bin: "ringkv-test-node",
             args,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -98,6 +101,7 @@ impl Process {
             data_dir: PathBuf::new(),
             bin: "ringkv-test-router",
             args: vec!["--nodes".into(), nodes.join(",")],
+            env: Vec::new(),
             child: None,
         }
     }
@@ -108,6 +112,7 @@ impl Process {
             .args(["--listen", &self.addr, "--stop-on-stdin-eof"])
             .args(&self.args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
@@ -119,6 +124,11 @@ impl Process {
     /// node with `--metrics-listen`).
     pub fn add_args(&mut self, extra: &[&str]) {
         self.args.extend(extra.iter().map(|arg| arg.to_string()));
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_string(), value.to_string()));
     }
 
     /// Starts the process and waits (up to 30 s) until it accepts connections.
@@ -259,10 +269,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` empty nodes (ids 1..=n) with extra `ringkv-node` flags.
     pub async fn start(n: u64, args: &[&str]) -> Cluster {
+        Cluster::start_with_env(n, args, &[]).await
+    }
+
+    /// Starts `n` empty nodes (ids 1..=n) with extra flags and environment
+    /// variables.
+    pub async fn start_with_env(n: u64, args: &[&str], env: &[(&str, &str)]) -> Cluster {
         let root = tempfile::Builder::new().prefix("ringkv-test-").tempdir().expect("temp dir");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut nodes: Vec<Process> = (1..=n).map(|id| Process::node(id, root.path(), &args)).collect();
         for node in &mut nodes {
+            for (name, value) in env {
+                node.set_env(name, value);
+            }
             node.start().await;
         }
         Cluster { nodes, routers: Vec::new(), root }
@@ -299,7 +318,17 @@ impl Cluster {
 
     /// Starts a router over every node; returns its index in `routers`.
     pub async fn start_router(&mut self) -> usize {
+        self.start_router_with(&[], &[]).await
+    }
+
+    /// Starts a router over every node with extra flags and environment
+    /// variables; returns its index in `routers`.
+    pub async fn start_router_with(&mut self, args: &[&str], env: &[(&str, &str)]) -> usize {
         let mut router = Process::router(self.routers.len() as u64, self.root.path(), &self.addrs());
+        router.add_args(args);
+        for (name, value) in env {
+            router.set_env(name, value);
+        }
         router.start().await;
         self.routers.push(router);
         self.routers.len() - 1

@@ -99,7 +99,8 @@ thread_local! {
 /// `Op` is recursive through `Once`, and a nested `Once` costs three bytes on
 /// the wire, so without this a 600 KB AppendEntries from a peer (or a damaged
 /// log entry) nested deep enough to overflow the decoder's stack: an abort,
-/// not an error (found by `node/tests/hostile_input`). The leader only ever
+/// not an error (found writing `node/tests/hostile_input`, whose
+/// AppendEntries target overflows without this). The leader only ever
 /// wraps a plain client write, so one level is all a valid log holds, and
 /// refusing the second before decoding it bounds the recursion (and the
 /// recursion of `apply` and of dropping the op) at two.

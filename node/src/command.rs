@@ -70,7 +70,8 @@ pub enum Op {
     /// `retain_until_ms` (the leader's clock plus the retention window; later
     /// commands' clocks decide), or until the shard's bound forces it out.
     /// Added after the other variants, so logs written before it still decode.
-    /// `op` is never itself a `Once` (decoding refuses it: see [`once_inner`]).
+    /// `op` is never itself a `Once`: decoding refuses the nesting, which would
+    /// let a few bytes a level recurse as deep as a payload is long.
     Once {
         request_id: Bytes,
         retain_until_ms: UnixMs,

@@ -60,7 +60,7 @@ fn snapshot_file(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
 
 /// Rewrites the crc32 footer to match the content: past the checksum is
 /// where the length fields and the decoders behind them can be reached.
-fn fix_crc(file: &mut Vec<u8>) {
+fn fix_crc(file: &mut [u8]) {
     if file.len() < 4 {
         return;
     }

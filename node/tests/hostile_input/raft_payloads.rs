@@ -247,10 +247,10 @@ fn raft_envelopes() {
         if let Ok(frame) = RaftFrame::decode(bytes) {
             accepted = true;
             let kind = RaftFrameKind::try_from(frame.kind);
-            if let (Ok(RaftFrameKind::AppendEntries), Some(req)) = (kind, frame.request) {
-                if let Some(rpc) = decodes::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
-                    apply(&rpc.entries);
-                }
+            if let (Ok(RaftFrameKind::AppendEntries), Some(req)) = (kind, frame.request)
+                && let Some(rpc) = decodes::<AppendEntriesRequest<TypeConfig>>(&req.payload)
+            {
+                apply(&rpc.entries);
             }
         }
         if let Ok(req) = RaftRequest::decode(bytes) {

@@ -9,10 +9,13 @@
 //!
 //! Encoded with postcard inside openraft's entries (serde).
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 use ringkv_core::rebalance::Plan;
 use ringkv_core::{ClusterMap, Version};
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Unix time in milliseconds.
 pub type UnixMs = u64;
@@ -67,7 +70,14 @@ pub enum Op {
     /// `retain_until_ms` (the leader's clock plus the retention window; later
     /// commands' clocks decide), or until the shard's bound forces it out.
     /// Added after the other variants, so logs written before it still decode.
-    Once { request_id: Bytes, retain_until_ms: UnixMs, op: Box<Op> },
+    /// `op` is never itself a `Once`: decoding refuses the nesting, which would
+    /// let a few bytes a level recurse as deep as a payload is long.
+    Once {
+        request_id: Bytes,
+        retain_until_ms: UnixMs,
+        #[serde(deserialize_with = "once_inner")]
+        op: Box<Op>,
+    },
     /// Sliding expiry (`Get` with `touch_ttl_ms`): moves the deadline of the
     /// live record at `key` to `expires_at_ms` if that is later, and never
     /// gives a deadline to a record without one. Idempotent, so retries are
@@ -78,6 +88,36 @@ pub enum Op {
     /// entry's index and its place among the entry's messages
     /// ([`crate::events::message_seq`]). Added last, so older logs still decode.
     Publish { channel: Bytes, payload: Bytes },
+}
+
+thread_local! {
+    /// Whether this thread is decoding the op inside a `Once` (see [`once_inner`]).
+    static DECODING_ONCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Decodes the op inside an [`Op::Once`], refusing another `Once` there.
+///
+/// `Op` is recursive through `Once`, and a nested `Once` costs three bytes on
+/// the wire, so without this a 600 KB AppendEntries from a peer (or a damaged
+/// log entry) nested deep enough to overflow the decoder's stack: an abort,
+/// not an error (found writing `node/tests/hostile_input`, whose
+/// AppendEntries target overflows without this). The leader only ever
+/// wraps a plain client write, so one level is all a valid log holds, and
+/// refusing the second before decoding it bounds the recursion (and the
+/// recursion of `apply` and of dropping the op) at two.
+fn once_inner<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<Op>, D::Error> {
+    /// Clears the flag when the inner op is decoded, failed or unwound.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODING_ONCE.set(false);
+        }
+    }
+    if DECODING_ONCE.replace(true) {
+        return Err(D::Error::custom("a Once op nested inside a Once op"));
+    }
+    let _reset = Reset;
+    Op::deserialize(deserializer).map(Box::new)
 }
 
 /// The result of one [`Op`], in the same position.
@@ -145,4 +185,47 @@ pub enum IncrementError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub results: Vec<OpResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put() -> Op {
+        let (key, value) = (Bytes::from_static(b"k"), Bytes::from_static(b"v"));
+        Op::Put { key, value, expires_at_ms: Some(9), condition: Condition::IfVersion(3) }
+    }
+
+    fn once(op: Op) -> Op {
+        Op::Once { request_id: Bytes::from_static(b"id"), retain_until_ms: 7, op: Box::new(op) }
+    }
+
+    #[test]
+    fn a_once_op_round_trips() {
+        let command = Command { now_ms: 5, ops: vec![once(put()), put()] };
+        let bytes = postcard::to_allocvec(&command).expect("encodes");
+        assert_eq!(postcard::from_bytes::<Command>(&bytes), Ok(command));
+    }
+
+    #[test]
+    fn a_once_inside_a_once_is_refused() {
+        let bytes =
+            postcard::to_allocvec(&Command { now_ms: 5, ops: vec![once(once(put()))] }).expect("encodes");
+        assert!(postcard::from_bytes::<Command>(&bytes).is_err());
+        // The refusal leaves no state behind: the next decode on this thread works.
+        let bytes = postcard::to_allocvec(&Command { now_ms: 5, ops: vec![once(put())] }).expect("encodes");
+        assert!(postcard::from_bytes::<Command>(&bytes).is_ok());
+    }
+
+    /// Regression (hostile_input): 200,000 nested `Once` ops, three bytes each
+    /// (variant 7, empty request id, `retain_until_ms` 0), overflowed the stack.
+    #[test]
+    fn deeply_nested_once_ops_are_an_error_not_a_stack_overflow() {
+        let mut bytes = vec![0, 1]; // now_ms 0, one op
+        for _ in 0..200_000 {
+            bytes.extend_from_slice(&[7, 0, 0]);
+        }
+        bytes.extend_from_slice(&[1, 1, b'k', 0]); // Delete { key: "k", if_version: None }
+        assert!(postcard::from_bytes::<Command>(&bytes).is_err());
+    }
 }

@@ -9,22 +9,22 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringkv_core::limits::{check_key, check_request_id, check_ttl, check_value};
+use ringkv_core::limits::check_key;
 use ringkv_metrics::Requests;
 use ringkv_proto::v1::kv_server::Kv;
 use ringkv_proto::v1::{
     ChannelMessage, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
     IncrementResponse, KvFrame, PublishRequest, PublishResponse, PutRequest, PutResponse, SubscribeRequest,
     SubscribeResponse, TouchRequest, TouchResponse, WatchEvent, WatchEventType, WatchRequest, WatchResponse,
-    put_request,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::command::{Condition, IncrementError, Op, OpResult, UnixMs};
+use crate::command::{IncrementError, Op, OpResult, UnixMs};
 use crate::error::Error;
 use crate::events::{Event, EventKind, last_message_seq, message_index};
 use crate::node::Node;
+use crate::request::{self, Write};
 use crate::shard::Shard;
 use crate::time::unix_now_ms;
 use crate::watcher::{EventStream, Filter, Watcher, cursor_for};
@@ -54,18 +54,13 @@ impl KvService {
         Ok(shard)
     }
 
-    /// Proposes a client write: as `Op::Once` when it has a request id (a
-    /// retry of an applied write then gets the first result), and loses the
-    /// answer when the test fault says so.
-    async fn propose_write(&self, shard: &Shard, request_id: Bytes, op: Op) -> Result<OpResult, Status> {
-        check_request_id(&request_id).map_err(Error::from)?;
-        let retention = self.node.config.request_id_retention_ms;
-        let op = if request_id.is_empty() {
-            op
-        } else {
-            let retain_until_ms = unix_now_ms().saturating_add(retention);
-            Op::Once { request_id, retain_until_ms, op: Box::new(op) }
-        };
+    /// Proposes a checked client write on its key's shard, which this node
+    /// must lead: as `Op::Once` when it has a request id (a retry of an
+    /// applied write then gets the first result), and loses the answer when
+    /// the test fault says so.
+    async fn propose_write(&self, write: Write) -> Result<OpResult, Status> {
+        let shard = self.leader_shard(&write.key)?;
+        let op = write.into_op(unix_now_ms(), self.node.config.request_id_retention_ms);
         let result = shard.proposer.propose(op).await?;
         if self.node.take_lost_write_answer() {
             tracing::warn!(shard = shard.id, "test fault: the answer of an applied write is lost");
@@ -92,11 +87,6 @@ fn read(shard: &Shard, key: &[u8]) -> (GetResponse, Option<UnixMs>) {
         }
         None => (GetResponse::default(), None),
     }
-}
-
-/// `now + ttl_ms`, or no deadline for 0.
-fn deadline(ttl_ms: u64) -> Option<UnixMs> {
-    (ttl_ms > 0).then(|| unix_now_ms().saturating_add(ttl_ms))
 }
 
 /// Milliseconds left before `expires_at_ms` (at least 1 while live), 0 = no TTL.
@@ -178,11 +168,8 @@ impl Kv for KvService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         self.requests
             .observe("publish", async move {
-                let req = request.into_inner();
-                check_value(&req.payload, self.node.config.max_value_bytes).map_err(Error::from)?;
-                let shard = self.leader_shard(&req.channel)?;
-                let op = Op::Publish { channel: req.channel, payload: req.payload };
-                match self.propose_write(&shard, req.request_id, op).await? {
+                let write = request::publish(request.into_inner(), self.node.config.max_value_bytes)?;
+                match self.propose_write(write).await? {
                     OpResult::Publish { seq } => Ok(Response::new(PublishResponse { seq })),
                     other => Err(unexpected(other)),
                 }
@@ -235,20 +222,9 @@ impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.requests
             .observe("get", async move {
-                let req = request.into_inner();
-                check_key(&req.key).map_err(Error::from)?;
-                let consistency = Consistency::try_from(req.consistency).map_err(|_| {
-                    Error::InvalidArgument(format!("unknown consistency {}", req.consistency))
-                })?;
-                let touch_ttl_ms = check_ttl(req.touch_ttl_ms).map_err(Error::from)?;
-                if touch_ttl_ms > 0 && consistency == Consistency::Stale {
-                    return Err(Error::InvalidArgument(
-                        "touch_ttl_ms needs a linearizable read, not STALE".into(),
-                    )
-                    .into());
-                }
+                let req = request::get(request.into_inner())?;
                 let shard = self.node.shard_for_key(&req.key)?;
-                if consistency == Consistency::Linearizable {
+                if req.consistency == Consistency::Linearizable {
                     if !shard.is_leader() {
                         return Err(shard.not_leader().into());
                     }
@@ -257,12 +233,10 @@ impl Kv for KvService {
                 let (response, deadline) = read(&shard, &req.key);
                 // Sliding expiry: move the deadline through Raft only when less than
                 // the configured fraction of the touch TTL is left.
-                let refresh_below = (touch_ttl_ms as f64 * self.node.config.touch_refresh_fraction) as u64;
-                let Some(deadline) = deadline.filter(|_| touch_ttl_ms > 0 && response.ttl_ms < refresh_below)
-                else {
+                let fraction = self.node.config.touch_refresh_fraction;
+                let Some(target) = req.extend_to(deadline, response.ttl_ms, fraction, unix_now_ms()) else {
                     return Ok(Response::new(response));
                 };
-                let target = unix_now_ms().saturating_add(touch_ttl_ms).max(deadline);
                 match shard
                     .proposer
                     .propose(Op::Extend { key: req.key.clone(), expires_at_ms: target })
@@ -280,18 +254,9 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.requests
             .observe("put", async move {
-                let req = request.into_inner();
-                check_value(&req.value, self.node.config.max_value_bytes).map_err(Error::from)?;
-                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-                let condition = match req.condition {
-                    None | Some(put_request::Condition::IfAbsent(false)) => Condition::None,
-                    Some(put_request::Condition::IfAbsent(true)) => Condition::IfAbsent,
-                    Some(put_request::Condition::IfVersion(v)) => Condition::IfVersion(v),
-                };
-                let shard = self.leader_shard(&req.key)?;
-                let op =
-                    Op::Put { key: req.key, value: req.value, expires_at_ms: deadline(ttl_ms), condition };
-                match self.propose_write(&shard, req.request_id, op).await? {
+                let max_value_bytes = self.node.config.max_value_bytes;
+                let write = request::put(request.into_inner(), max_value_bytes, unix_now_ms())?;
+                match self.propose_write(write).await? {
                     OpResult::Put { succeeded, version } => {
                         Ok(Response::new(PutResponse { succeeded, version }))
                     }
@@ -304,10 +269,7 @@ impl Kv for KvService {
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         self.requests
             .observe("delete", async move {
-                let req = request.into_inner();
-                let shard = self.leader_shard(&req.key)?;
-                let op = Op::Delete { key: req.key, if_version: req.if_version };
-                match self.propose_write(&shard, req.request_id, op).await? {
+                match self.propose_write(request::delete(request.into_inner())?).await? {
                     OpResult::Delete { deleted, version } => {
                         Ok(Response::new(DeleteResponse { deleted, version }))
                     }
@@ -320,11 +282,7 @@ impl Kv for KvService {
     async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
         self.requests
             .observe("touch", async move {
-                let req = request.into_inner();
-                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-                let shard = self.leader_shard(&req.key)?;
-                let op = Op::Touch { key: req.key, expires_at_ms: deadline(ttl_ms) };
-                match self.propose_write(&shard, req.request_id, op).await? {
+                match self.propose_write(request::touch(request.into_inner(), unix_now_ms())?).await? {
                     OpResult::Touch { found, expires_at_ms } => Ok(Response::new(TouchResponse {
                         found,
                         ttl_ms: remaining_ms(expires_at_ms, unix_now_ms()),
@@ -342,12 +300,8 @@ impl Kv for KvService {
         self.requests
             .observe("increment", async move {
                 let req = request.into_inner();
-                let ttl_ms = check_ttl(req.ttl_ms).map_err(Error::from)?;
-                let shard = self.leader_shard(&req.key)?;
-                let key: Bytes = req.key;
-                let op =
-                    Op::Increment { key: key.clone(), delta: req.delta, expires_at_ms: deadline(ttl_ms) };
-                match self.propose_write(&shard, req.request_id, op).await? {
+                let (key, delta) = (req.key.clone(), req.delta);
+                match self.propose_write(request::increment(req, unix_now_ms())?).await? {
                     OpResult::Increment(Ok(ok)) => {
                         Ok(Response::new(IncrementResponse { value: ok.value, version: ok.version }))
                     }
@@ -362,7 +316,7 @@ impl Kv for KvService {
                         Err(Error::FailedPrecondition(format!(
                             "incrementing {:?} by {} would overflow a 64-bit integer",
                             String::from_utf8_lossy(&key),
-                            req.delta
+                            delta
                         ))
                         .into())
                     }

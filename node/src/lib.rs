@@ -24,7 +24,8 @@
 //! - [`shard`], [`proposer`], [`reader`]: a hosted replica and the batching in
 //!   front of its Raft group.
 //! - [`node`]: the set of hosted replicas and the node's durable identity.
-//! - [`kv_service`], [`admin_service`], [`bootstrap`]: the gRPC services.
+//! - [`kv_service`], [`admin_service`], [`bootstrap`]: the gRPC services;
+//!   [`request`]: the checks and conversion of a KV request into an op.
 //! - [`expiry`]: the leader's background deletion of expired keys.
 //! - [`server`], [`cli`], [`config`]: running a node.
 //!
@@ -61,6 +62,7 @@ pub mod proposer;
 pub mod raft_service;
 pub mod raft_types;
 pub mod reader;
+pub mod request;
 pub mod server;
 pub mod shard;
 pub mod state_machine;

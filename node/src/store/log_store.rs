@@ -81,23 +81,7 @@ impl LogStore {
 
     /// Decodes a stored entry and checks it is stored under its own index.
     fn decode_entry(&self, key: &[u8], value: &[u8]) -> Result<Entry, StoreError> {
-        let corrupt = |key: String, reason: String| StoreError::CorruptValue {
-            tree: self.shard.log_tree_name.clone(),
-            key,
-            reason,
-        };
-        let index = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).map_err(|_| {
-            corrupt(format!("{key:02x?}"), format!("log key of {} bytes, expected 8", key.len()))
-        })?;
-        let entry: Entry = postcard::from_bytes(value)
-            .map_err(|e| corrupt(index.to_string(), format!("log entry does not decode: {e}")))?;
-        if entry.log_id.index != index {
-            return Err(corrupt(
-                index.to_string(),
-                format!("entry stored at index {index} carries log id {}", entry.log_id),
-            ));
-        }
-        Ok(entry)
+        super::decode::log_entry(&self.shard.log_tree_name, key, value)
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StoreError> {

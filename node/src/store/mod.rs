@@ -16,6 +16,7 @@
 //! [`LogStore`] (`RaftLogStorage`, file `log_store.rs`) and [`StateMachineStore`]
 //! (`RaftStateMachine`, file `sm_store.rs`), both over the shard's handle
 //! (`shard.rs`). Snapshot files are framed and checked by `snapshot_file.rs`.
+//! Everything read back from disk is decoded by [`decode`], without I/O.
 //!
 //! # On-disk layout
 //!
@@ -72,6 +73,7 @@
 //!   `KvState::encode_snapshot`/`decode_snapshot` land (`TODO(sm)` in `sm_store.rs`).
 //! - No size accounting or disk-full handling beyond returning errors.
 
+pub mod decode;
 mod error;
 mod flusher;
 pub use flusher::FlushHistograms;

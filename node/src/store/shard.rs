@@ -172,9 +172,7 @@ impl ShardHandle {
     pub(crate) fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         match self.meta_raw(key)? {
             None => Ok(None),
-            Some(raw) => postcard::from_bytes(&raw)
-                .map(Some)
-                .map_err(|e| self.corrupt_value(key, format!("does not decode: {e}"))),
+            Some(raw) => super::decode::meta(&self.meta_tree_name, key, &raw).map(Some),
         }
     }
 

@@ -173,7 +173,8 @@ pub(crate) fn read_from(mut file: File, path: &Path) -> Result<SnapshotFile, Sto
     decode(buf, path)
 }
 
-fn decode(mut buf: Vec<u8>, path: &Path) -> Result<SnapshotFile, StoreError> {
+/// Checks and splits the bytes of a whole snapshot file (see the module docs).
+pub(crate) fn decode(mut buf: Vec<u8>, path: &Path) -> Result<SnapshotFile, StoreError> {
     let corrupt = |reason: String| StoreError::corrupt(path, reason);
     let len = buf.len();
     if len < MIN_FILE_LEN {

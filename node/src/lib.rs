@@ -24,7 +24,8 @@
 //! - [`shard`], [`proposer`], [`reader`]: a hosted replica and the batching in
 //!   front of its Raft group.
 //! - [`node`]: the set of hosted replicas and the node's durable identity.
-//! - [`kv_service`], [`admin_service`], [`bootstrap`]: the gRPC services.
+//! - [`kv_service`], [`admin_service`], [`bootstrap`]: the gRPC services;
+//!   [`backup`]: a shard's half of backup and restore.
 //! - [`expiry`]: the leader's background deletion of expired keys.
 //! - [`server`], [`cli`], [`config`]: running a node.
 //!
@@ -40,6 +41,7 @@
 //! - `WrongShard` carries epoch 0: nodes do not track the cluster map's epoch yet.
 
 pub mod admin_service;
+pub mod backup;
 pub mod bootstrap;
 pub mod cli;
 pub mod cluster_admin;

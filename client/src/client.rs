@@ -893,7 +893,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    fn admin(&self) -> AdminClient<Channel> {
+    pub(crate) fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel.clone())
     }
 

@@ -335,6 +335,28 @@ pub enum AdminCommand {
     /// Transfer leaderships until every node leads about as many shards as the
     /// others
     BalanceLeaders,
+    /// Write a consistent copy of every data shard (each holds every write
+    /// acknowledged before its copy began) to DIR, a new or empty directory:
+    /// one file per shard and a manifest with checksums, written last
+    Backup {
+        /// Where to write the backup (created if missing; must be empty)
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Build a new cluster from the backup in DIR: verify every file first,
+    /// then `cluster init` the given empty nodes with the backup's shard
+    /// layout and load every shard through Raft
+    Restore {
+        /// The backup directory (`admin backup` wrote it)
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// The new cluster's nodes, started empty: ID=HOST:PORT,...
+        #[arg(long, value_parser = parse_nodes)]
+        nodes: NodeList,
+        /// Replicas per shard [default: the backup's]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
+    },
 }
 
 /// `admin rebalance`: either commit a plan (with its limits), print it
@@ -756,6 +778,24 @@ mod tests {
         assert_eq!(
             parse(&["admin"]).unwrap_err().kind(),
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn admin_backup_and_restore() {
+        assert_eq!(admin(&["backup", "/tmp/b"]), AdminCommand::Backup { dir: "/tmp/b".into() });
+        assert_eq!(
+            admin(&["restore", "/tmp/b", "--nodes", "1=a:1,2=b:2"]),
+            AdminCommand::Restore {
+                dir: "/tmp/b".into(),
+                nodes: NodeList(vec![(1, "a:1".into()), (2, "b:2".into())]),
+                replicas: None
+            }
+        );
+        assert!(parse_error(&["admin", "backup"]).contains("<DIR>"));
+        assert!(parse_error(&["admin", "restore", "/tmp/b"]).contains("--nodes"));
+        assert!(
+            parse_error(&["admin", "restore", "/tmp/b", "--nodes", "1=a:1", "--replicas", "0"]).contains("0")
         );
     }
 

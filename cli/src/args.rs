@@ -41,7 +41,8 @@ Output (stdout unless noted):
   admin        an `OK ...` line and what to run next; `admin rebalance --dry-run` the plan
                (moves, replicas per node before -> after, data to copy); `admin rebalance
                status` the progress, with --json one JSON object whose fields are those of
-               the Admin.RebalanceStatus response (from/to null: none)
+               the Admin.RebalanceStatus response (from/to null: none); `admin backup` and
+               `admin restore` a line per shard, then `OK ...`
 
 Exit status:
   0  done: found, written, deleted
@@ -69,7 +70,12 @@ Shrink:
   ringkv admin remove-node 3                 then stop the node
 
 Moves copy data while the cluster keeps serving; at most --max-in-flight moves run at
-once, and --max-per-node per node.";
+once, and --max-per-node per node.
+
+Back up and restore:
+  ringkv admin backup /backups/b1            every shard, consistent per shard, online
+  ringkv admin restore /backups/b1 --nodes 1=10.0.1.1:7001,2=...
+                                             into new, empty nodes (no `cluster init`)";
 
 /// ringkv: a sharded, Raft-replicated in-memory key-value store.
 #[derive(Debug, Parser)]
@@ -287,8 +293,9 @@ pub enum ClusterCommand {
     Status(StatusArgs),
 }
 
-/// The operator commands; all of them go to the meta shard's leader (through the
-/// router, or by following redirects).
+/// The operator commands; they go to the meta shard's leader (through the
+/// router, or by following redirects), except `backup` and `restore`, which
+/// talk to every shard's leader.
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum AdminCommand {
     /// Register a new node as joining (`ringkv-node --join` does it itself); it

@@ -6,7 +6,7 @@
 //! `ensure_linearizable`, which also waits until the read index is applied),
 //! so the state it then copies holds every write acknowledged before the call
 //! arrived. The copy is taken under one read lock together with its applied
-//! index ([`KvState::live_records`]: the records live at the leader's clock,
+//! index ([`crate::state_machine::KvState::live_records`]: the records live at the leader's clock,
 //! values shared, so the copy costs the tree and not the data) and streamed in
 //! chunks of at most [`CHUNK_RECORDS`] records or [`CHUNK_BYTES`] bytes. The
 //! stream is an `unfold` over the copy, so HTTP/2 flow control paces it: a

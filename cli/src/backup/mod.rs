@@ -4,7 +4,7 @@
 //! [`manifest`] written last. The meta shard is not backed up: its cluster map
 //! names the source's nodes, and a restore builds a new one.
 //!
-//! **Backup** ([`backup`]): the cluster map from `ClusterStatus` (through any
+//! **Backup** ([`backup()`]): the cluster map from `ClusterStatus` (through any
 //! node or router), then, shard by shard, `Admin.BackupShard` on the shard's
 //! leader, straight to the nodes the map lists (routers do not forward it).
 //! The leader confirms its leadership after the call arrived and copies the
@@ -20,7 +20,7 @@
 //! so an interrupted backup is a directory without `manifest.json`, which
 //! restore refuses.
 //!
-//! **Restore** ([`restore`]), into nodes started empty (no `cluster init`):
+//! **Restore** ([`restore()`]), into nodes started empty (no `cluster init`):
 //! 1. verify: the manifest parses and checks, and every shard file has the
 //!    listed size and crc32 and reads back whole with the listed header and
 //!    key count. Any damage stops here with the file's name, before a single

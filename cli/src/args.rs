@@ -41,7 +41,8 @@ Output (stdout unless noted):
   admin        an `OK ...` line and what to run next; `admin rebalance --dry-run` the plan
                (moves, replicas per node before -> after, data to copy); `admin rebalance
                status` the progress, with --json one JSON object whose fields are those of
-               the Admin.RebalanceStatus response (from/to null: none)
+               the Admin.RebalanceStatus response (from/to null: none); `admin backup` and
+               `admin restore` a line per shard, then `OK ...`
 
 Exit status:
   0  done: found, written, deleted
@@ -69,7 +70,12 @@ Shrink:
   ringkv admin remove-node 3                 then stop the node
 
 Moves copy data while the cluster keeps serving; at most --max-in-flight moves run at
-once, and --max-per-node per node.";
+once, and --max-per-node per node.
+
+Back up and restore:
+  ringkv admin backup /backups/b1            every shard, consistent per shard, online
+  ringkv admin restore /backups/b1 --nodes 1=10.0.1.1:7001,2=...
+                                             into new, empty nodes (no `cluster init`)";
 
 /// ringkv: a sharded, Raft-replicated in-memory key-value store.
 #[derive(Debug, Parser)]
@@ -325,8 +331,9 @@ pub enum ClusterCommand {
     Status(StatusArgs),
 }
 
-/// The operator commands; all of them go to the meta shard's leader (through the
-/// router, or by following redirects).
+/// The operator commands; they go to the meta shard's leader (through the
+/// router, or by following redirects), except `backup` and `restore`, which
+/// talk to every shard's leader.
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum AdminCommand {
     /// Register a new node as joining (`ringkv-node --join` does it itself); it
@@ -373,6 +380,28 @@ pub enum AdminCommand {
     /// Transfer leaderships until every node leads about as many shards as the
     /// others
     BalanceLeaders,
+    /// Write a consistent copy of every data shard (each holds every write
+    /// acknowledged before its copy began) to DIR, a new or empty directory:
+    /// one file per shard and a manifest with checksums, written last
+    Backup {
+        /// Where to write the backup (created if missing; must be empty)
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Build a new cluster from the backup in DIR: verify every file first,
+    /// then `cluster init` the given empty nodes with the backup's shard
+    /// layout and load every shard through Raft
+    Restore {
+        /// The backup directory (`admin backup` wrote it)
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// The new cluster's nodes, started empty: ID=HOST:PORT,...
+        #[arg(long, value_parser = parse_nodes)]
+        nodes: NodeList,
+        /// Replicas per shard [default: the backup's]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
+    },
 }
 
 /// `admin rebalance`: either commit a plan (with its limits), print it
@@ -794,6 +823,24 @@ mod tests {
         assert_eq!(
             parse(&["admin"]).unwrap_err().kind(),
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn admin_backup_and_restore() {
+        assert_eq!(admin(&["backup", "/tmp/b"]), AdminCommand::Backup { dir: "/tmp/b".into() });
+        assert_eq!(
+            admin(&["restore", "/tmp/b", "--nodes", "1=a:1,2=b:2"]),
+            AdminCommand::Restore {
+                dir: "/tmp/b".into(),
+                nodes: NodeList(vec![(1, "a:1".into()), (2, "b:2".into())]),
+                replicas: None
+            }
+        );
+        assert!(parse_error(&["admin", "backup"]).contains("<DIR>"));
+        assert!(parse_error(&["admin", "restore", "/tmp/b"]).contains("--nodes"));
+        assert!(
+            parse_error(&["admin", "restore", "/tmp/b", "--nodes", "1=a:1", "--replicas", "0"]).contains("0")
         );
     }
 

@@ -29,7 +29,11 @@ pub async fn run(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let is_init = matches!(command, Command::Cluster(ClusterCommand::Init { .. }));
+    let is_init = matches!(
+        command,
+        Command::Cluster(ClusterCommand::Init { .. })
+            | Command::Admin(AdminCommand::Backup { .. } | AdminCommand::Restore { .. })
+    );
     let default_timeout_ms = if is_init { 60_000 } else { 10_000 };
     let opts = ClientOptions {
         request_timeout: Duration::from_millis(args.timeout_ms.unwrap_or(default_timeout_ms)),
@@ -39,12 +43,14 @@ pub async fn run(
     let mut addrs = args.addr;
     if addrs.is_empty() {
         addrs = match &command {
-            Command::Cluster(ClusterCommand::Init { nodes, .. }) => {
+            Command::Cluster(ClusterCommand::Init { nodes, .. })
+            | Command::Admin(AdminCommand::Restore { nodes, .. }) => {
                 nodes.0.iter().take(1).map(|(_, addr)| addr.clone()).collect()
             }
             _ => vec![DEFAULT_ADDR.to_string()],
         };
     }
+    let opts_timeout = opts.request_timeout;
     let client = Client::connect(addrs.clone(), opts).map_err(|e| Failure::from_client(e, &addrs))?;
     let verbose = args.verbose;
     let failed = |e: Error| Failure::from_client(e, &addrs);
@@ -153,6 +159,14 @@ pub async fn run(
             out.write_all(text.as_bytes())?;
             Ok(EXIT_OK)
         }
+        Command::Admin(AdminCommand::Backup { dir }) => {
+            crate::backup::backup(&client, &dir, opts_timeout, out).await?;
+            Ok(EXIT_OK)
+        }
+        Command::Admin(AdminCommand::Restore { dir, nodes, replicas }) => {
+            crate::backup::restore(&dir, nodes.0, replicas, opts_timeout, client.credentials(), out).await?;
+            Ok(EXIT_OK)
+        }
         Command::Admin(admin) => {
             let text = run_admin(&client, admin, &addrs).await?;
             out.write_all(text.as_bytes())?;
@@ -239,6 +253,9 @@ async fn run_admin(client: &Client, command: AdminCommand, addrs: &[String]) -> 
         AdminCommand::BalanceLeaders => {
             let balanced = client.balance_leaders().await.map_err(failed("balance-leaders"))?;
             Ok(admin_output::balance_leaders_text(&balanced))
+        }
+        AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => {
+            unreachable!("run handles backup and restore: they print as they go")
         }
     }
 }

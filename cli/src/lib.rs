@@ -9,6 +9,8 @@
 //!   `status`, `cluster init`) and the operator commands under `ringkv admin`
 //!   (add-node, rebalance, drain, remove-node, transfer-leader,
 //!   balance-leaders) run with `ringkv-client`.
+//! - [`backup`]: `ringkv admin backup` / `restore`: shard files, the
+//!   manifest, and the two procedures.
 //! - [`output`]: every text `ringkv` prints and every exit status, as pure
 //!   functions (golden-tested in `tests/golden.rs`); [`rebalance_output`] the
 //!   same for the admin commands: the dry-run plan and a rebalance's progress.
@@ -49,6 +51,7 @@
 //! - Values are taken from the command line only (no stdin, no files).
 
 pub mod args;
+pub mod backup;
 pub mod commands;
 pub mod dev;
 pub mod output;

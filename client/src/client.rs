@@ -788,6 +788,11 @@ impl Client {
         self.inner.opts.max_value_bytes
     }
 
+    /// The TLS settings and token this client's connections use.
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.opts.credentials
+    }
+
     pub(crate) fn max_message_bytes(&self) -> usize {
         (self.inner.opts.max_value_bytes + MAX_KEY_BYTES + 4096).max(4 << 20)
     }
@@ -900,7 +905,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    fn admin(&self) -> AdminClient<Conn> {
+    pub(crate) fn admin(&self) -> AdminClient<Conn> {
         AdminClient::new(self.channel.clone())
     }
 

@@ -559,6 +559,23 @@ impl Kv for FakeServer {
 
 #[tonic::async_trait]
 impl Admin for FakeServer {
+    type BackupShardStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::BackupShardChunk, Status>> + Send>>;
+
+    async fn backup_shard(
+        &self,
+        _: Request<proto::BackupShardRequest>,
+    ) -> Result<Response<Self::BackupShardStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn restore_shard(
+        &self,
+        _: Request<proto::RestoreShardRequest>,
+    ) -> Result<Response<proto::RestoreShardResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn cluster_status(
         &self,
         request: Request<proto::ClusterStatusRequest>,

@@ -30,6 +30,8 @@
 //!   admin calls `init_cluster`, `cluster_status`; the map calls `epoch`,
 //!   `refresh_map`, `wait_for_map_change`), [`ClientOptions`] and [`Routing`].
 //! - [`error`]: [`Error`], and the one mapping from a gRPC status to it.
+//! - [`backup`]: `backup_shard` / `restore_shard`, one shard's half of
+//!   `ringkv admin backup` / `restore`, on the shard's leader.
 //! - `route_table` (private): the cluster map as the client routes by it, the
 //!   leader cache, and the order in which a request tries addresses.
 //! - `routing` (private): the retry policy, a pure function from (operation,
@@ -271,6 +273,7 @@
 //! - No mapping from [`Error`] back to a `tonic::Status` yet (the router will need
 //!   one), no TLS, no bearer tokens.
 
+pub mod backup;
 pub mod client;
 pub mod error;
 mod follow;
@@ -281,6 +284,7 @@ mod route_table;
 mod routing;
 pub mod watch;
 
+pub use backup::ShardBackup;
 pub use client::{
     Client, ClientOptions, Condition, Consistency, DeleteResult, GetResult, IncrementResult, PutOptions,
     PutResult, Routing, TouchResult,

@@ -12,19 +12,21 @@ use ringkv_core::rebalance::{MoveLimits, Plan};
 use ringkv_core::{ClusterMap, META_SHARD, NodeId};
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
-    AddNodeRequest, AddNodeResponse, BalanceLeadersRequest, BalanceLeadersResponse, ChangeMembershipRequest,
-    ChangeMembershipResponse, ClusterStatusRequest, ClusterStatusResponse, ControlRebalanceRequest,
-    CreateReplicaRequest, CreateReplicaResponse, DrainNodeRequest, InitClusterRequest, InitClusterResponse,
-    InitializeShardRequest, InitializeShardResponse, InjectFaultRequest, InjectFaultResponse,
-    LeaderTransferStepRequest, LeaderTransferStepResponse, NodeAddress, NodeStatusRequest,
-    NodeStatusResponse, PlanRebalanceRequest, PlanRebalanceResponse, PutClusterMapRequest,
-    PutClusterMapResponse, RebalanceStatusRequest, RebalanceStatusResponse, RemoveNodeRequest,
-    RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse, ReplicaChecksumRequest,
-    ReplicaChecksumResponse, ReplicaStatus, ShardStatus, StartRebalanceRequest, TransferLeaderRequest,
+    AddNodeRequest, AddNodeResponse, BackupShardChunk, BackupShardRequest, BalanceLeadersRequest,
+    BalanceLeadersResponse, ChangeMembershipRequest, ChangeMembershipResponse, ClusterStatusRequest,
+    ClusterStatusResponse, ControlRebalanceRequest, CreateReplicaRequest, CreateReplicaResponse,
+    DrainNodeRequest, InitClusterRequest, InitClusterResponse, InitializeShardRequest,
+    InitializeShardResponse, InjectFaultRequest, InjectFaultResponse, LeaderTransferStepRequest,
+    LeaderTransferStepResponse, NodeAddress, NodeStatusRequest, NodeStatusResponse, PlanRebalanceRequest,
+    PlanRebalanceResponse, PutClusterMapRequest, PutClusterMapResponse, RebalanceStatusRequest,
+    RebalanceStatusResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest,
+    RemoveReplicaResponse, ReplicaChecksumRequest, ReplicaChecksumResponse, ReplicaStatus,
+    RestoreShardRequest, RestoreShardResponse, ShardStatus, StartRebalanceRequest, TransferLeaderRequest,
     TransferLeaderResponse,
 };
 use tonic::{Request, Response, Status};
 
+use crate::backup;
 use crate::bootstrap::{self, admin_client};
 use crate::cluster_admin;
 use crate::codec;
@@ -144,6 +146,22 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type BackupShardStream = crate::watcher::EventStream<BackupShardChunk>;
+
+    async fn backup_shard(
+        &self,
+        request: Request<BackupShardRequest>,
+    ) -> Result<Response<Self::BackupShardStream>, Status> {
+        Ok(Response::new(backup::backup_stream(&self.node, request.into_inner().shard).await?))
+    }
+
+    async fn restore_shard(
+        &self,
+        request: Request<RestoreShardRequest>,
+    ) -> Result<Response<RestoreShardResponse>, Status> {
+        Ok(Response::new(backup::restore_batch(&self.node, request.into_inner()).await?))
+    }
+
     async fn init_cluster(
         &self,
         request: Request<InitClusterRequest>,

@@ -25,7 +25,8 @@
 //!   front of its Raft group.
 //! - [`node`]: the set of hosted replicas and the node's durable identity.
 //! - [`kv_service`], [`admin_service`], [`bootstrap`]: the gRPC services;
-//!   [`request`]: the checks and conversion of a KV request into an op.
+//!   [`request`]: the checks and conversion of a KV request into an op;
+//!   [`backup`]: a shard's half of backup and restore.
 //! - [`expiry`]: the leader's background deletion of expired keys.
 //! - [`server`], [`cli`], [`config`]: running a node.
 //!
@@ -41,6 +42,7 @@
 //! - `WrongShard` carries epoch 0: nodes do not track the cluster map's epoch yet.
 
 pub mod admin_service;
+pub mod backup;
 pub mod bootstrap;
 pub mod cli;
 pub mod cluster_admin;

@@ -103,7 +103,10 @@ pub async fn serve(
             KvServer::new(KvService::new(node.clone(), stopping.clone(), metrics.requests.clone()))
                 .max_decoding_message_size(max_kv_message),
         )
-        .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(
+            // Restore batches carry values up to the KV limit.
+            AdminServer::new(AdminService::new(node.clone())).max_decoding_message_size(max_kv_message),
+        )
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), stopping))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)

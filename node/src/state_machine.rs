@@ -217,6 +217,17 @@ impl KvState {
             .collect()
     }
 
+    /// Every record live at `now_ms`, in key order: a point-in-time copy for a
+    /// backup. The values are shared `Bytes`, so the copy costs the tree, not
+    /// the data.
+    pub fn live_records(&self, now_ms: UnixMs) -> Vec<(Bytes, Record)> {
+        self.map
+            .iter()
+            .filter(|(_, record)| record.is_live(now_ms))
+            .map(|(key, record)| (key.clone(), record.clone()))
+            .collect()
+    }
+
     /// The cluster map (meta shard only).
     pub fn cluster_map(&self) -> Option<&ClusterMap> {
         self.cluster_map.as_ref()
@@ -651,6 +662,18 @@ mod tests {
 
     fn put_failed(version: Version) -> OpResult {
         OpResult::Put { succeeded: false, version }
+    }
+
+    #[test]
+    fn live_records_skip_expired_ones_and_keep_key_order() {
+        let mut s = KvState::default();
+        apply(&mut s, 1, 0, put("b", "1", Some(100), Condition::None));
+        apply(&mut s, 2, 0, put("a", "2", None, Condition::None));
+        apply(&mut s, 3, 0, put("c", "3", Some(50), Condition::None));
+        let live: Vec<_> =
+            s.live_records(60).into_iter().map(|(k, r)| (k, r.version, r.expires_at_ms)).collect();
+        assert_eq!(live, vec![(key("a"), 2, None), (key("b"), 1, Some(100))]);
+        assert!(s.live_records(100).iter().all(|(k, _)| k == &key("a")));
     }
 
     #[test]

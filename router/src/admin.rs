@@ -5,15 +5,16 @@
 use ringkv_client::Client;
 use ringkv_proto::v1::admin_server::Admin;
 use ringkv_proto::v1::{
-    AddNodeRequest, AddNodeResponse, BalanceLeadersRequest, BalanceLeadersResponse, ChangeMembershipRequest,
-    ChangeMembershipResponse, ClusterStatusRequest, ClusterStatusResponse, ControlRebalanceRequest,
-    CreateReplicaRequest, CreateReplicaResponse, DrainNodeRequest, InitClusterRequest, InitClusterResponse,
-    InitializeShardRequest, InitializeShardResponse, InjectFaultRequest, InjectFaultResponse,
-    LeaderTransferStepRequest, LeaderTransferStepResponse, NodeStatusRequest, NodeStatusResponse,
-    PlanRebalanceRequest, PlanRebalanceResponse, PutClusterMapRequest, PutClusterMapResponse,
-    RebalanceStatusRequest, RebalanceStatusResponse, RemoveNodeRequest, RemoveNodeResponse,
-    RemoveReplicaRequest, RemoveReplicaResponse, ReplicaChecksumRequest, ReplicaChecksumResponse,
-    StartRebalanceRequest, TransferLeaderRequest, TransferLeaderResponse,
+    AddNodeRequest, AddNodeResponse, BackupShardChunk, BackupShardRequest, BalanceLeadersRequest,
+    BalanceLeadersResponse, ChangeMembershipRequest, ChangeMembershipResponse, ClusterStatusRequest,
+    ClusterStatusResponse, ControlRebalanceRequest, CreateReplicaRequest, CreateReplicaResponse,
+    DrainNodeRequest, InitClusterRequest, InitClusterResponse, InitializeShardRequest,
+    InitializeShardResponse, InjectFaultRequest, InjectFaultResponse, LeaderTransferStepRequest,
+    LeaderTransferStepResponse, NodeStatusRequest, NodeStatusResponse, PlanRebalanceRequest,
+    PlanRebalanceResponse, PutClusterMapRequest, PutClusterMapResponse, RebalanceStatusRequest,
+    RebalanceStatusResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest,
+    RemoveReplicaResponse, ReplicaChecksumRequest, ReplicaChecksumResponse, RestoreShardRequest,
+    RestoreShardResponse, StartRebalanceRequest, TransferLeaderRequest, TransferLeaderResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -36,6 +37,23 @@ fn node_only(rpc: &str) -> Status {
 
 #[tonic::async_trait]
 impl Admin for AdminRouter {
+    type BackupShardStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupShardChunk, Status>> + Send>>;
+
+    async fn backup_shard(
+        &self,
+        _: Request<BackupShardRequest>,
+    ) -> Result<Response<Self::BackupShardStream>, Status> {
+        Err(node_only("BackupShard (`ringkv admin backup` talks to the nodes the cluster map lists)"))
+    }
+
+    async fn restore_shard(
+        &self,
+        _: Request<RestoreShardRequest>,
+    ) -> Result<Response<RestoreShardResponse>, Status> {
+        Err(node_only("RestoreShard (`ringkv admin restore` talks to the nodes it is given)"))
+    }
+
     async fn init_cluster(
         &self,
         request: Request<InitClusterRequest>,

@@ -9,6 +9,21 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Default largest value accepted, in bytes (configurable per node).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 
+/// Default largest gRPC message a server accepts (a request): tonic's and
+/// gRPC's usual 4 MiB, room for a default-size value with its key.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Default HTTP/2 streams one connection may hold open on a node: high,
+/// because a router carries every watch and subscription of its clients to a
+/// node on one connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100_000;
+
+/// The smallest request limit that still admits a value of `max_value_bytes`
+/// with the longest key and the message's other fields.
+pub fn min_request_bytes(max_value_bytes: usize) -> usize {
+    max_value_bytes + MAX_KEY_BYTES + 4096
+}
+
 /// Longest TTL accepted: ten years. Anything longer is almost certainly a unit
 /// mistake (seconds or microseconds passed as milliseconds).
 pub const MAX_TTL_MS: i64 = 10 * 365 * 24 * 3600 * 1000;

@@ -54,6 +54,24 @@ pub struct NodeArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
+    /// Largest request (gRPC message) accepted from clients and routers, in
+    /// bytes; larger ones are refused with RESOURCE_EXHAUSTED. At least
+    /// --max-value-bytes + 8 KiB.
+    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// HTTP/2 streams (calls, watches, subscriptions) one connection may have
+    /// open at once; more wait for a free one. A router carries all its
+    /// clients' streams to a node on one connection: keep this above the
+    /// subscriptions and watches one router serves.
+    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+    /// Bytes of keys and values this node may hold (all its replicas); at it,
+    /// writes that add data are refused with RESOURCE_EXHAUSTED while reads,
+    /// deletes and expiry go on. 0 = no budget. Set it below the memory the
+    /// process may use: per-key overhead is not counted.
+    #[arg(long, default_value_t = 0)]
+    pub memory_budget_bytes: u64,
     /// How long, in ms, a shard remembers a write's request id and result, so
     /// that a client's retry within it applies once. Clients retry writes
     /// relying on it, so it cannot be turned off: 10 s (the client's default
@@ -153,6 +171,14 @@ impl NodeArgs {
                 self.heartbeat_ms, self.election_timeout_min_ms
             ));
         }
+        let min_request = ringkv_core::limits::min_request_bytes(self.max_value_bytes);
+        if self.max_request_bytes < min_request {
+            return Err(format!(
+                "--max-request-bytes ({}) must be at least {min_request}: --max-value-bytes ({}) plus the \
+                 longest key and framing",
+                self.max_request_bytes, self.max_value_bytes
+            ));
+        }
         if self.snapshot_every_entries == 0 {
             return Err("--snapshot-every-entries must be greater than 0".into());
         }
@@ -207,6 +233,9 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.join = args.join.clone();
     config.metrics_listen = args.metrics_listen.clone();
     config.security = security;
+    config.max_request_bytes = args.max_request_bytes;
+    config.max_streams_per_connection = args.max_streams_per_connection;
+    config.memory_budget_bytes = args.memory_budget_bytes;
     if args.print_addr {
         println!("listening on {bound}");
     }

@@ -56,6 +56,15 @@ pub struct NodeConfig {
     /// Where to serve Prometheus `/metrics` over HTTP (`--metrics-listen`);
     /// `None` = not at all.
     pub metrics_listen: Option<String>,
+    /// Keys and values this node may hold before its leaders refuse writes
+    /// that add data (`RESOURCE_EXHAUSTED`); 0 = no budget. See `memory`.
+    pub memory_budget_bytes: u64,
+    /// Largest gRPC message accepted from a client or a router (a request);
+    /// larger ones are refused with `RESOURCE_EXHAUSTED`.
+    pub max_request_bytes: usize,
+    /// HTTP/2 streams one connection may have open at once (each watch,
+    /// subscription and call is one); further ones wait for a free slot.
+    pub max_streams_per_connection: u32,
     /// TLS, who may call what, and this node's credentials towards its peers.
     pub security: ringkv_security::Security,
 }
@@ -81,6 +90,9 @@ impl NodeConfig {
             enable_test_faults: false,
             join: None,
             metrics_listen: None,
+            memory_budget_bytes: 0,
+            max_request_bytes: ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES,
+            max_streams_per_connection: ringkv_core::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
             security: ringkv_security::Security::default(),
         }
     }

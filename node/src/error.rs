@@ -33,6 +33,10 @@ pub enum Error {
     /// The thing named does not exist (an unknown node id).
     #[error("{0}")]
     NotFound(String),
+    /// A limit of this node (its memory budget) refuses the request; nothing
+    /// was written. Retrying helps only once the limit is no longer reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or a storage fault on our side.
     #[error("{0}")]
     Internal(String),
@@ -78,6 +82,7 @@ impl From<Error> for tonic::Status {
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Internal(_) => tonic::Status::internal(message),
         }
     }

@@ -28,6 +28,7 @@
 //!   [`request`]: the checks and conversion of a KV request into an op;
 //!   [`backup`]: a shard's half of backup and restore.
 //! - [`expiry`]: the leader's background deletion of expired keys.
+//! - [`memory`]: the node's memory budget (writes that add data refused at it).
 //! - [`server`], [`cli`], [`config`]: running a node.
 //!
 //! Invariants the whole crate keeps:
@@ -58,6 +59,7 @@ pub mod health;
 pub mod kv_service;
 pub mod leader_transfer;
 pub mod membership;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod proposer;

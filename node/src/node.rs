@@ -53,6 +53,9 @@ pub struct Node {
     lose_write_answers: std::sync::atomic::AtomicU32,
     /// Open `Watch` and `Subscribe` streams, for the node's status.
     pub open_streams: crate::watcher::OpenStreams,
+    /// Keys and values of every hosted replica, as last summed (the memory
+    /// budget's measure; see `memory`).
+    pub data_bytes: crate::memory::DataBytes,
 }
 
 impl Node {
@@ -89,6 +92,7 @@ impl Node {
             create_lock: tokio::sync::Mutex::new(()),
             lose_write_answers: std::sync::atomic::AtomicU32::new(0),
             open_streams: Default::default(),
+            data_bytes: Default::default(),
         }))
     }
 

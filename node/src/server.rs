@@ -30,8 +30,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let local = listener.local_addr().map_err(|e| Error::Internal(format!("listener address: {e}")))?;
-    // A request carries at most one value plus a key; leave headroom for framing.
-    let max_kv_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
+    let max_request = config.max_request_bytes;
+    let max_streams = config.max_streams_per_connection;
     let metrics_listener = match &config.metrics_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Error::InvalidArgument(format!("--metrics-listen {addr}: cannot listen there: {e}"))
@@ -50,6 +50,7 @@ pub async fn serve(
     let metrics = NodeMetrics::register(&mut registry, &node);
     let leaders = tokio::spawn(crate::metrics::watch_leaders(node.clone(), metrics.clone()));
     let expiry = tokio::spawn(crate::expiry::run(node.clone()));
+    let memory = tokio::spawn(crate::memory::run(node.clone()));
     let driver = tokio::spawn(crate::driver::run(node.clone()));
     let join = match (node.config.join.clone(), node.cluster()) {
         (Some(seed), None) => {
@@ -90,22 +91,24 @@ pub async fn serve(
         crate::handoff::leaderships(&handing_off).await;
         let _ = stopping_tx.send(true);
     };
-    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut server =
+        tonic::transport::Server::builder().tcp_nodelay(true).max_concurrent_streams(max_streams);
     if let Some(tls) = server_tls {
         server = server.tls_config(tls).map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
     }
     // Every call passes the guard first: a refused one reaches no handler.
     let served = server
         .layer(guard)
+        .layer(ringkv_security::limits::RequestLimit)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
             KvServer::new(KvService::new(node.clone(), stopping.clone(), metrics.requests.clone()))
-                .max_decoding_message_size(max_kv_message),
+                .max_decoding_message_size(max_request),
         )
         .add_service(
             // Restore batches carry values up to the KV limit.
-            AdminServer::new(AdminService::new(node.clone())).max_decoding_message_size(max_kv_message),
+            AdminServer::new(AdminService::new(node.clone())).max_decoding_message_size(max_request),
         )
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), stopping))
@@ -119,6 +122,7 @@ pub async fn serve(
         .await;
 
     expiry.abort();
+    memory.abort();
     driver.abort();
     health.abort();
     leaders.abort();

@@ -37,6 +37,15 @@ pub struct RouterArgs {
     /// Largest value forwarded, in bytes (keep equal to the nodes' limit).
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
+    /// Largest request (gRPC message) accepted, in bytes; larger ones are
+    /// refused with RESOURCE_EXHAUSTED. At least --max-value-bytes + 8 KiB.
+    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// HTTP/2 streams (calls, watches, subscriptions) one client connection may
+    /// have open at once; more wait for a free one.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port); off when
     /// not given.
     #[arg(long, value_name = "ADDR")]
@@ -64,6 +73,15 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     if loaded.settings.request_timeout_ms == 0 {
         eprintln!("error: --request-timeout-ms must be greater than 0");
+        return ExitCode::from(2);
+    }
+    let min_request = ringkv_core::limits::min_request_bytes(loaded.settings.max_value_bytes);
+    if loaded.settings.max_request_bytes < min_request {
+        eprintln!(
+            "error: --max-request-bytes ({}) must be at least {min_request}: --max-value-bytes plus the longest \
+             key and framing",
+            loaded.settings.max_request_bytes
+        );
         return ExitCode::from(2);
     }
     if loaded.settings.print_config {
@@ -106,6 +124,8 @@ async fn serve(args: RouterArgs) -> Result<(), String> {
     let mut config = RouterConfig::new(args.nodes.clone());
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
     config.max_value_bytes = args.max_value_bytes;
+    config.max_request_bytes = args.max_request_bytes;
+    config.max_streams_per_connection = args.max_streams_per_connection;
     config.metrics_listen = args.metrics_listen.clone();
     config.security = security;
     let stop_on_eof = args.stop_on_stdin_eof;

@@ -23,6 +23,10 @@ pub struct RouterConfig {
     pub request_timeout: Duration,
     /// Largest value forwarded (the nodes' own limit still applies).
     pub max_value_bytes: usize,
+    /// Largest request accepted (gRPC message); larger: RESOURCE_EXHAUSTED.
+    pub max_request_bytes: usize,
+    /// HTTP/2 streams one client connection may have open at once.
+    pub max_streams_per_connection: u32,
     /// Where to serve Prometheus `/metrics` over HTTP; `None` = not at all.
     pub metrics_listen: Option<String>,
     /// TLS, who may call what, and the router's credentials towards the nodes.
@@ -35,11 +39,17 @@ impl RouterConfig {
             seeds,
             request_timeout: Duration::from_secs(10),
             max_value_bytes: ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES,
+            max_request_bytes: ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             metrics_listen: None,
             security: ringkv_security::Security::default(),
         }
     }
 }
+
+/// Default HTTP/2 streams per client connection: an application's watches and
+/// subscriptions through one router connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
 
 /// Runs a router on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -82,8 +92,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection service: {e}"))?;
-    // A request carries one value plus a key; leave headroom for framing.
-    let max_message = (config.max_value_bytes + (64 << 10)).max(4 << 20);
+    let max_message = config.max_request_bytes;
 
     // Tells the KV pipe streams to stop reading once the graceful shutdown
     // starts; the server waits for every open stream.
@@ -103,7 +112,9 @@ pub async fn serve(
         let _ = stopping_tx.send(true);
     };
     tracing::info!(%local, seeds = ?config.seeds, "router serving");
-    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(config.max_streams_per_connection);
     if let Some(tls) = config.security.server_tls.clone() {
         server = server.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
     }
@@ -111,6 +122,7 @@ pub async fn serve(
     // is never forwarded.
     let served = server
         .layer(ringkv_security::Guard::new(config.security.policy.clone()))
+        .layer(ringkv_security::limits::RequestLimit)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

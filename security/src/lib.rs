@@ -29,6 +29,9 @@
 //! `settings::SecuritySettings` (feature `settings`) is the settings block
 //! both servers share.
 //!
+//! The same front door answers a request over the size limit with
+//! `RESOURCE_EXHAUSTED` ([`limits`]).
+//!
 //! Secrets are [`token::Token`]s: their `Debug` and `Display` print
 //! `<redacted>`, so no log line or `--print-config` can show one.
 //!
@@ -40,6 +43,7 @@
 
 pub mod credentials;
 pub mod guard;
+pub mod limits;
 #[cfg(feature = "settings")]
 pub mod settings;
 pub mod tls;

@@ -1,0 +1,145 @@
+//! A node's limits on real processes: the memory budget refuses writes that
+//! add data (and nothing else) with RESOURCE_EXHAUSTED until space is freed; a
+//! request over --max-request-bytes is refused with RESOURCE_EXHAUSTED on
+//! nodes and routers; --max-streams-per-connection holds further streams back
+//! until one closes. A refused request writes nothing.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv_client::{Client, ClientOptions, Consistency, Error, PutOptions};
+use ringkv_proto::v1::kv_client::KvClient;
+use ringkv_proto::v1::{PutRequest, WatchRequest};
+use ringkv_tests::Cluster;
+use tonic::Code;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn client(addrs: Vec<String>) -> Client {
+    let options = ClientOptions { request_timeout: Duration::from_secs(10), ..ClientOptions::default() };
+    Client::connect(addrs, options).expect("client")
+}
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_refuses_writes_that_add_data_until_space_is_freed() {
+    let budget = 64 * 1024;
+    let cluster = Cluster::start(1, &["--memory-budget-bytes", &budget.to_string()]).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, DEADLINE).await;
+    let kv = client(cluster.addrs());
+    let value = vec![b'v'; 1024];
+    // Fill: each write adds ~1 KiB; the budget must stop it well before 4x.
+    let mut written = Vec::new();
+    let refused = loop {
+        assert!(
+            written.len() < 4 * budget / 1024,
+            "{} KiB written past a {budget}-byte budget",
+            written.len()
+        );
+        let key = format!("fill-{}", written.len());
+        match kv.put(key.clone(), value.clone(), PutOptions::default()).await {
+            Ok(_) => written.push(key),
+            Err(err) => break (key, err),
+        }
+    };
+    let (refused_key, err) = refused;
+    assert!(
+        matches!(&err, Error::Other { code: Code::ResourceExhausted, message } if message.contains("--memory-budget-bytes")),
+        "{err}"
+    );
+    assert!(written.len() * 1024 >= budget / 2, "refused after only {} writes", written.len());
+    assert!(
+        kv.get(refused_key.clone(), Consistency::Linearizable).await.expect("read").is_none(),
+        "a refused write landed"
+    );
+    let err = kv.increment("counter", 1, 0).await.expect_err("increment adds data");
+    assert!(matches!(err, Error::Other { code: Code::ResourceExhausted, .. }), "{err}");
+    // Reads, TTL changes and deletes still work, and free the space.
+    assert!(kv.get(written[0].clone(), Consistency::Linearizable).await.expect("read").is_some());
+    kv.touch(written[0].clone(), 60_000).await.expect("touch is allowed");
+    for key in &written {
+        kv.delete(key.clone(), None).await.expect("deletes are allowed");
+    }
+    let start = Instant::now();
+    loop {
+        match kv.put(refused_key.clone(), value.clone(), PutOptions::default()).await {
+            Ok(_) => break,
+            Err(Error::Other { code: Code::ResourceExhausted, .. }) if start.elapsed() < DEADLINE => {
+                // The node re-sums its data every 100 ms.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("writes did not resume after deleting everything: {err}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_size_limit_is_resource_exhausted_on_nodes_and_routers() {
+    let mut cluster =
+        Cluster::start(1, &["--max-value-bytes", "65536", "--max-request-bytes", "100000"]).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, DEADLINE).await;
+    let index = cluster
+        .start_router_with(&["--max-value-bytes", "65536", "--max-request-bytes", "100000"], &[])
+        .await;
+    let router = cluster.routers[index].addr.clone();
+    for addr in [cluster.addrs()[0].clone(), router] {
+        let mut kv = KvClient::new(channel(&addr).await).max_encoding_message_size(1 << 20);
+        let request = PutRequest {
+            key: Bytes::from("big"),
+            value: Bytes::from(vec![7u8; 200_000]),
+            ..Default::default()
+        };
+        let status = kv.put(request).await.expect_err("over the limit");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{addr}: {status:?}");
+        assert!(status.message().contains("--max-request-bytes"), "{addr}: {status:?}");
+        // Just under the request limit but over the value limit: the value
+        // check answers, as before.
+        let request = PutRequest {
+            key: Bytes::from("big"),
+            value: Bytes::from(vec![7u8; 90_000]),
+            ..Default::default()
+        };
+        assert_eq!(
+            kv.put(request).await.expect_err("value too large").code(),
+            Code::InvalidArgument,
+            "{addr}"
+        );
+    }
+    let kv = client(cluster.addrs());
+    assert!(kv.get("big", Consistency::Linearizable).await.expect("read").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_per_connection_limit_wait_for_a_free_one() {
+    let cluster = Cluster::start(1, &["--max-streams-per-connection", "2"]).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, DEADLINE).await;
+    let kv = KvClient::new(channel(&cluster.addrs()[0]).await);
+    let watch = |key: &str| {
+        let mut kv = kv.clone();
+        let request = WatchRequest { key: Bytes::from(key.to_string()), ..Default::default() };
+        async move { kv.watch(request).await.map(tonic::Response::into_inner) }
+    };
+    let first = watch("a").await.expect("first watch");
+    let _second = watch("b").await.expect("second watch");
+    let mut third = Box::pin(watch("c"));
+    // Held back, not refused: with two streams open, it cannot start.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut third).await.is_err(),
+        "a third stream opened on a connection limited to two"
+    );
+    drop(first);
+    tokio::time::timeout(DEADLINE, third)
+        .await
+        .expect("the third stream starts once one closes")
+        .expect("watch");
+}

@@ -37,6 +37,7 @@ pub struct NodeMetrics {
     proposed_ops: Family<ShardLabels, Counter>,
     log_entries: Family<ShardLabels, Gauge>,
     snapshot_index: Family<ShardLabels, Gauge>,
+    snapshot_bytes: Family<ShardLabels, Gauge>,
     open_watches: Gauge,
     open_subscriptions: Gauge,
     /// The leader each replica had at the last poll.
@@ -65,6 +66,7 @@ impl NodeMetrics {
             proposed_ops: Family::default(),
             log_entries: Family::default(),
             snapshot_index: Family::default(),
+            snapshot_bytes: Family::default(),
             open_watches: Gauge::default(),
             open_subscriptions: Gauge::default(),
             leaders: Default::default(),
@@ -95,6 +97,11 @@ impl NodeMetrics {
                 "ringkv_shard_snapshot_index",
                 "Log index of the replica's last snapshot (0: none)",
                 &metrics.snapshot_index,
+            ),
+            (
+                "ringkv_shard_snapshot_bytes",
+                "Bytes of the replica's current snapshot file (0: none yet)",
+                &metrics.snapshot_bytes,
             ),
         ];
         for (name, help, family) in shard_gauges {
@@ -170,6 +177,7 @@ impl NodeMetrics {
             let purged = raft.purged.map_or(0, |id| id.index);
             set(&self.log_entries, status.last_log.saturating_sub(purged));
             set(&self.snapshot_index, raft.snapshot.map_or(0, |id| id.index));
+            set(&self.snapshot_bytes, node.snapshot_bytes(shard.id));
             let (proposals, ops) = shard.proposer.counts();
             let (seen_proposals, seen_ops) = proposed.insert(shard.id, (proposals, ops)).unwrap_or((0, 0));
             // A count below the last one is a new proposer (the replica was

@@ -144,6 +144,12 @@ impl Node {
         self.storage.flush_histograms()
     }
 
+    /// Bytes of `shard`'s current snapshot file (0 before its first, or when
+    /// its pointer cannot be read).
+    pub fn snapshot_bytes(&self, shard: ShardId) -> u64 {
+        self.storage.snapshot_bytes(shard).ok().flatten().unwrap_or(0)
+    }
+
     /// Every hosted replica.
     pub fn shards(&self) -> Vec<Arc<Shard>> {
         self.shards.read().expect("shards lock poisoned").values().cloned().collect()

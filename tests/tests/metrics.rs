@@ -31,7 +31,9 @@ fn sum(text: &str, name: &str, filter: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_and_routers_export_metrics_that_move_under_load() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    // Frequent snapshots, so that the load below makes some.
+    let mut cluster =
+        Cluster::start(3, &["--snapshot-every-entries", "40", "--log-kept-after-snapshot", "10"]).await;
     let mut metrics = Vec::new();
     for node in &mut cluster.nodes {
         let addr = format!("127.0.0.1:{}", free_port());
@@ -60,6 +62,7 @@ async fn nodes_and_routers_export_metrics_that_move_under_load() {
         "ringkv_shard_bytes",
         "ringkv_shard_log_entries",
         "ringkv_shard_snapshot_index",
+        "ringkv_shard_snapshot_bytes",
         "ringkv_flush_batch_size_bucket",
         "ringkv_flush_sync_seconds_bucket",
         "ringkv_open_watches",
@@ -100,6 +103,16 @@ async fn nodes_and_routers_export_metrics_that_move_under_load() {
             > sum(&before, "ringkv_flush_sync_seconds_count", ""),
         "flush rounds counted"
     );
+    // Snapshots are built in the background after their threshold: wait.
+    let deadline = Instant::now() + TIMEOUT;
+    while sum(&scrape(&metrics[0]).await, "ringkv_shard_snapshot_bytes", "") == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot size after 200 writes with a snapshot every 40 entries"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sum(&scrape(&metrics[0]).await, "ringkv_shard_snapshot_index", "") > 0.0);
     let routed = scrape(&router_metrics).await;
     assert_eq!(sum(&routed, "ringkv_requests_total", "rpc=\"put\",code=\"OK\""), 200.0, "{routed}");
     assert!(routed.contains("ringkv_router_retries_total{reason=\"not_leader\"}"), "{routed}");

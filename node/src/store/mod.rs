@@ -215,6 +215,24 @@ impl NodeStorage {
     }
 
     /// Shards that have storage on this node (open or not), ascending.
+    /// The size in bytes of `shard`'s current snapshot file, as its pointer
+    /// records it (no file is read); `None` before its first snapshot.
+    pub fn snapshot_bytes(&self, shard: ShardId) -> Result<Option<u64>, StoreError> {
+        let name = shard::meta_tree_name(shard);
+        let tree =
+            self.db().open_tree(&name).map_err(|e| StoreError::sled(format!("opening tree {name}"), e))?;
+        let raw = tree
+            .get(shard::KEY_SNAPSHOT)
+            .map_err(|e| StoreError::sled(format!("reading {name}/{}", shard::KEY_SNAPSHOT), e))?;
+        match raw {
+            None => Ok(None),
+            Some(raw) => {
+                let pointer: shard::SnapshotPointer = decode::meta(&name, shard::KEY_SNAPSHOT, &raw)?;
+                Ok(Some(pointer.len))
+            }
+        }
+    }
+
     pub fn stored_shards(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self
             .db()

@@ -53,7 +53,7 @@ const MAP_INSTALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// `PeerPool`.) Plain, without a token, until set.
 static PEER_CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
 
-/// Sets [`PEER_CREDENTIALS`]; later calls (more nodes in one test process)
+/// Sets the process-wide peer credentials; later calls (more nodes in one test process)
 /// keep the first, which must then be the same.
 pub fn set_peer_credentials(credentials: Credentials) {
     let _ = PEER_CREDENTIALS.set(credentials);

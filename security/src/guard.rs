@@ -107,7 +107,11 @@ impl Policy {
     }
 
     fn caller(&self, authorization: Option<&[u8]>, verified_cert: bool) -> Caller {
-        let presented = authorization.map(|value| value.strip_prefix(b"Bearer ").unwrap_or(value));
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        let presented = authorization.map(|value| match value.split_at_checked(7) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"Bearer ") => token,
+            _ => value,
+        });
         let is =
             |token: &Option<Token>, presented: &[u8]| token.as_ref().is_some_and(|t| t.matches(presented));
         match presented {
@@ -259,6 +263,14 @@ mod tests {
         let peers_only = Policy { peer: Some(Token::new(PEER).expect("valid")), ..Policy::default() };
         assert_eq!(code(&peers_only, "/ringkv.v1.KV/Put", None, false), None);
         assert_eq!(code(&peers_only, "/ringkv.v1.Raft/Vote", None, false), Some(Code::Unauthenticated));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_is_not() {
+        let p = policy(false);
+        assert!(p.check("/ringkv.v1.KV/Put", Some(format!("bearer {KV}").as_bytes()), false).is_ok());
+        let upper = format!("Bearer {}", KV.to_uppercase());
+        assert!(p.check("/ringkv.v1.KV/Put", Some(upper.as_bytes()), false).is_err());
     }
 
     #[test]

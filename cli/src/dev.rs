@@ -285,11 +285,16 @@ impl Children {
         writeln!(file, "--- ringkv dev starts {name} ---").map_err(|err| cannot("write the log", err))?;
         let stderr = file.try_clone().map_err(|err| cannot("write the log", err))?;
         let mut command = tokio::process::Command::new(exe);
+        // The children are configured by these flags alone: the caller's
+        // RINGKV_* variables (the CLI's RINGKV_ADDR or RINGKV_TLS_CA, a
+        // production RINGKV_CONFIG) would be settings to a node.
+        for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("RINGKV_"))
+        {
+            command.env_remove(name);
+        }
         command
             .args(args)
             .arg("--stop-on-stdin-eof")
-            // A bad RINGKV_ADDR in the environment must not fail the child's parse.
-            .env_remove("RINGKV_ADDR")
             // Plain text in the log files, no terminal colour codes.
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())

@@ -33,6 +33,18 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // `ringkv node ...` / `ringkv router ...` go to the server's own parser
+    // untouched: through `Cli`, a server flag that is also a global client
+    // option (`--tls-ca`, `--addr`) would be taken by the CLI when it comes
+    // first.
+    let mut argv = std::env::args_os();
+    let _program = argv.next();
+    let rest: Vec<std::ffi::OsString> = argv.collect();
+    match rest.first().and_then(|a| a.to_str()) {
+        Some("node") => return ringkv_node::cli::main(server_argv("ringkv node", rest[1..].to_vec())),
+        Some("router") => return router::cli::main(server_argv("ringkv router", rest[1..].to_vec())),
+        _ => {}
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -271,7 +271,7 @@
 //!   at the first one; shuffle the list (or use a load balancer) to spread them.
 //! - Stale reads rotate per client, not per shard.
 //! - No mapping from [`Error`] back to a `tonic::Status` yet (the router will need
-//!   one), no TLS, no bearer tokens.
+//!   one). TLS and a bearer token: [`ClientOptions::credentials`].
 
 pub mod backup;
 pub mod client;

@@ -24,6 +24,12 @@ pub fn min_request_bytes(max_value_bytes: usize) -> usize {
     max_value_bytes + MAX_KEY_BYTES + 4096
 }
 
+/// The request limit when none is configured: 4 MiB, or more if the value
+/// limit needs it.
+pub fn default_request_bytes(max_value_bytes: usize) -> usize {
+    DEFAULT_MAX_REQUEST_BYTES.max(min_request_bytes(max_value_bytes))
+}
+
 /// Longest TTL accepted: ten years. Anything longer is almost certainly a unit
 /// mistake (seconds or microseconds passed as milliseconds).
 pub const MAX_TTL_MS: i64 = 10 * 365 * 24 * 3600 * 1000;

@@ -56,9 +56,9 @@ pub struct NodeArgs {
     pub max_value_bytes: usize,
     /// Largest request (gRPC message) accepted from clients and routers, in
     /// bytes; larger ones are refused with RESOURCE_EXHAUSTED. At least
-    /// --max-value-bytes + 8 KiB.
-    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
+    /// --max-value-bytes + 8 KiB [default: the larger of 4 MiB and that]
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
     /// HTTP/2 streams (calls, watches, subscriptions) one connection may have
     /// open at once; more wait for a free one. A router carries all its
     /// clients' streams to a node on one connection: keep this above the
@@ -172,11 +172,13 @@ impl NodeArgs {
             ));
         }
         let min_request = ringkv_core::limits::min_request_bytes(self.max_value_bytes);
-        if self.max_request_bytes < min_request {
+        if let Some(max_request) = self.max_request_bytes
+            && max_request < min_request
+        {
             return Err(format!(
-                "--max-request-bytes ({}) must be at least {min_request}: --max-value-bytes ({}) plus the \
-                 longest key and framing",
-                self.max_request_bytes, self.max_value_bytes
+                "--max-request-bytes ({max_request}) must be at least {min_request}: --max-value-bytes ({}) plus \
+                 the longest key and framing",
+                self.max_value_bytes
             ));
         }
         if self.snapshot_every_entries == 0 {
@@ -233,7 +235,9 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
     config.join = args.join.clone();
     config.metrics_listen = args.metrics_listen.clone();
     config.security = security;
-    config.max_request_bytes = args.max_request_bytes;
+    config.max_request_bytes = args
+        .max_request_bytes
+        .unwrap_or_else(|| ringkv_core::limits::default_request_bytes(args.max_value_bytes));
     config.max_streams_per_connection = args.max_streams_per_connection;
     config.memory_budget_bytes = args.memory_budget_bytes;
     if args.print_addr {

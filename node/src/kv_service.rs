@@ -60,7 +60,17 @@ impl KvService {
     /// the test fault says so.
     async fn propose_write(&self, write: Write) -> Result<OpResult, Status> {
         let shard = self.leader_shard(&write.key)?;
-        crate::memory::check(&write.op, self.node.data_bytes.get(), self.node.config.memory_budget_bytes)?;
+        // A retry of a write that was applied gets its first answer, even at
+        // the budget: refusing it would report an applied write as failed.
+        let applied_retry = !write.request_id.is_empty()
+            && shard.state.read().expect("shard state lock poisoned").kv.remembers_request(&write.request_id);
+        if !applied_retry {
+            crate::memory::check(
+                &write.op,
+                self.node.data_bytes.get(),
+                self.node.config.memory_budget_bytes,
+            )?;
+        }
         let op = write.into_op(unix_now_ms(), self.node.config.request_id_retention_ms);
         let result = shard.proposer.propose(op).await?;
         if self.node.take_lost_write_answer() {

@@ -192,16 +192,8 @@ impl RaftRpc for RaftService {
         let vote: Vote = codec::decode(&first.vote).map_err(|e| undecodable("snapshot vote", e))?;
         check_sender(first.from_node, &vote)?;
         let meta: SnapshotMeta = codec::decode(&first.meta).map_err(|e| undecodable("snapshot meta", e))?;
-        let limit = snapshot_limit_bytes(self.node.config.memory_budget_bytes);
         let mut data = Vec::new();
         while let Some(chunk) = stream.message().await? {
-            if (data.len() + chunk.data.len()) as u64 > limit {
-                return Err(Status::resource_exhausted(format!(
-                    "snapshot for shard {} exceeds {limit} bytes, more than this node's --memory-budget-bytes \
-                     allows it to hold",
-                    first.shard
-                )));
-            }
             if crc32fast::hash(&chunk.data) != chunk.crc32 {
                 return Err(Status::data_loss(format!(
                     "snapshot chunk for shard {} failed its checksum at offset {}",
@@ -213,16 +205,5 @@ impl RaftRpc for RaftService {
         }
         let snapshot = Snapshot { meta, snapshot: Box::new(Cursor::new(data)) };
         reply(&shard.raft.install_full_snapshot(vote, snapshot).await).map(Response::new)
-    }
-}
-
-/// Most bytes of snapshot data a node accepts in one InstallSnapshot: twice
-/// its memory budget plus 64 MiB (a snapshot also carries versions and
-/// deadlines), none without a budget (peers are authenticated).
-fn snapshot_limit_bytes(memory_budget_bytes: u64) -> u64 {
-    if memory_budget_bytes == 0 {
-        u64::MAX
-    } else {
-        memory_budget_bytes.saturating_mul(2).saturating_add(64 << 20)
     }
 }

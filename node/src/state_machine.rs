@@ -190,6 +190,12 @@ impl KvState {
         }
     }
 
+    /// Whether `request_id` is remembered: a retry of a write that was
+    /// applied (its answer will be the first result, whatever limits say now).
+    pub fn remembers_request(&self, request_id: &[u8]) -> bool {
+        self.requests.contains_key(request_id)
+    }
+
     /// How many request ids the shard remembers now.
     pub fn remembered_requests(&self) -> usize {
         self.requests.len()

@@ -37,10 +37,11 @@ pub struct RouterArgs {
     /// Largest value forwarded, in bytes (keep equal to the nodes' limit).
     #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
-    /// Largest request (gRPC message) accepted, in bytes; larger ones are
-    /// refused with RESOURCE_EXHAUSTED. At least --max-value-bytes + 8 KiB.
-    #[arg(long, default_value_t = ringkv_core::limits::DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
+    /// Largest request (gRPC message) accepted from clients and routers, in
+    /// bytes; larger ones are refused with RESOURCE_EXHAUSTED. At least
+    /// --max-value-bytes + 8 KiB [default: the larger of 4 MiB and that]
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
     /// HTTP/2 streams (calls, watches, subscriptions) one client connection may
     /// have open at once; more wait for a free one.
     #[arg(long, default_value_t = crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
@@ -76,11 +77,12 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
         return ExitCode::from(2);
     }
     let min_request = ringkv_core::limits::min_request_bytes(loaded.settings.max_value_bytes);
-    if loaded.settings.max_request_bytes < min_request {
+    if let Some(max_request) = loaded.settings.max_request_bytes
+        && max_request < min_request
+    {
         eprintln!(
-            "error: --max-request-bytes ({}) must be at least {min_request}: --max-value-bytes plus the longest \
-             key and framing",
-            loaded.settings.max_request_bytes
+            "error: --max-request-bytes ({max_request}) must be at least {min_request}: --max-value-bytes plus \
+             the longest key and framing"
         );
         return ExitCode::from(2);
     }
@@ -124,7 +126,9 @@ async fn serve(args: RouterArgs) -> Result<(), String> {
     let mut config = RouterConfig::new(args.nodes.clone());
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
     config.max_value_bytes = args.max_value_bytes;
-    config.max_request_bytes = args.max_request_bytes;
+    config.max_request_bytes = args
+        .max_request_bytes
+        .unwrap_or_else(|| ringkv_core::limits::default_request_bytes(args.max_value_bytes));
     config.max_streams_per_connection = args.max_streams_per_connection;
     config.metrics_listen = args.metrics_listen.clone();
     config.security = security;

@@ -129,7 +129,7 @@ pub async fn serve(
             KvServer::new(KvRouter::new(client.clone(), stopping, metrics.requests.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .add_service(AdminServer::new(AdminRouter::new(client)))
+        .add_service(AdminServer::new(AdminRouter::new(client)).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

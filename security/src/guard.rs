@@ -15,10 +15,15 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::token::Token;
 
-/// Admin calls that only read: allowed with the KV token, because a client
-/// library routing by the cluster map needs them.
-pub const READ_ONLY_ADMIN_CALLS: [&str; 5] =
-    ["ClusterStatus", "NodeStatus", "RebalanceStatus", "PlanRebalance", "ReplicaChecksum"];
+/// Admin calls allowed with the KV token: the cheap reads a client library
+/// routing by the cluster map needs (not `ReplicaChecksum`, which encodes a
+/// whole replica).
+pub const READ_ONLY_ADMIN_CALLS: [&str; 2] = ["ClusterStatus", "NodeStatus"];
+
+/// Services open to every caller: probes carry no credentials, and neither
+/// reveals data. Any other service not named in [`Policy::check`] is refused,
+/// so a service added later is closed until it is classified.
+pub const OPEN_SERVICES: [&str; 2] = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
 
 /// Which credentials open which service.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +34,7 @@ pub struct Policy {
     pub admin: Option<Token>,
     /// The cluster secret: opens everything, `Raft` included.
     pub peer: Option<Token>,
-    /// A verified TLS client certificate makes the caller a peer.
+    /// A verified TLS client certificate opens `Raft` (only).
     pub peer_mtls: bool,
 }
 
@@ -61,13 +66,15 @@ impl Policy {
     /// status to refuse it with otherwise.
     pub fn check(&self, path: &str, authorization: Option<&[u8]>, verified_cert: bool) -> Result<(), Status> {
         let (service, method) = split_path(path);
-        let caller = self.caller(authorization, verified_cert);
+        let caller = self.caller(authorization);
         let allowed = match service {
             "ringkv.v1.Raft" => {
                 if !self.peers_need_credentials() {
                     return Ok(());
                 }
-                caller == Caller::Peer
+                // A peer certificate opens Raft only: any certificate the CA
+                // signed qualifies, so it must not also open Admin and KV.
+                caller == Caller::Peer || (self.peer_mtls && verified_cert)
             }
             "ringkv.v1.Admin" => {
                 if !self.clients_need_tokens() {
@@ -85,8 +92,12 @@ impl Policy {
                 }
                 matches!(caller, Caller::Peer | Caller::Admin | Caller::Kv)
             }
-            // Health checks and reflection: probes carry no credentials.
-            _ => return Ok(()),
+            open if OPEN_SERVICES.contains(&open) => return Ok(()),
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "{service} is not a service this server opens"
+                )));
+            }
         };
         if allowed {
             return Ok(());
@@ -106,7 +117,7 @@ impl Policy {
         })
     }
 
-    fn caller(&self, authorization: Option<&[u8]>, verified_cert: bool) -> Caller {
+    fn caller(&self, authorization: Option<&[u8]>) -> Caller {
         // The scheme is case-insensitive (RFC 9110); the token is not.
         let presented = authorization.map(|value| match value.split_at_checked(7) {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"Bearer ") => token,
@@ -116,7 +127,6 @@ impl Policy {
             |token: &Option<Token>, presented: &[u8]| token.as_ref().is_some_and(|t| t.matches(presented));
         match presented {
             Some(p) if is(&self.peer, p) => Caller::Peer,
-            _ if self.peer_mtls && verified_cert => Caller::Peer,
             Some(p) if is(&self.admin, p) => Caller::Admin,
             Some(p) if is(&self.kv, p) => Caller::Kv,
             Some(_) => Caller::Unknown,
@@ -246,12 +256,32 @@ mod tests {
     }
 
     #[test]
-    fn a_verified_certificate_is_a_peer_only_with_peer_mtls() {
+    fn a_verified_certificate_opens_raft_only_and_only_with_peer_mtls() {
         assert_eq!(code(&policy(true), "/ringkv.v1.Raft/AppendEntries", None, true), None);
         assert_eq!(
             code(&policy(false), "/ringkv.v1.Raft/AppendEntries", None, true),
             Some(Code::Unauthenticated)
         );
+        // An application with a certificate from the same CA gains nothing.
+        assert_eq!(
+            code(&policy(true), "/ringkv.v1.Admin/DrainNode", Some(KV), true),
+            Some(Code::PermissionDenied)
+        );
+        assert_eq!(code(&policy(true), "/ringkv.v1.KV/Put", None, true), Some(Code::Unauthenticated));
+    }
+
+    #[test]
+    fn the_kv_token_reads_status_only_and_unknown_services_are_closed() {
+        let p = policy(false);
+        for read in ["ClusterStatus", "NodeStatus"] {
+            assert_eq!(code(&p, &format!("/ringkv.v1.Admin/{read}"), Some(KV), false), None, "{read}");
+        }
+        for costly in ["ReplicaChecksum", "PlanRebalance", "RebalanceStatus", "BackupShard"] {
+            let path = format!("/ringkv.v1.Admin/{costly}");
+            assert_eq!(code(&p, &path, Some(KV), false), Some(Code::PermissionDenied), "{costly}");
+        }
+        let open = Policy::default();
+        assert_eq!(code(&open, "/ringkv.v2.Future/Call", Some(ADMIN), false), Some(Code::PermissionDenied));
     }
 
     #[test]

@@ -15,22 +15,22 @@ use crate::token::Token;
 pub struct SecuritySettings {
     /// Serve TLS with this certificate chain (PEM file); needs --tls-key and
     /// --tls-ca. Off when not given: plain HTTP/2.
-    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM file).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// CA bundle (PEM file) that signed the nodes' certificates: verifies the
     /// nodes this process calls, and with --peer-mtls the peers calling it.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Mutual TLS between nodes: present --tls-cert when calling other nodes,
     /// and accept Raft calls from a caller whose certificate --tls-ca signed.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     pub peer_mtls: bool,
     /// File holding the token that opens KV (and the read-only Admin calls a
     /// client needs); needs --admin-token-file. Off when not given.
-    #[arg(long, value_name = "FILE", requires = "admin_token_file")]
+    #[arg(long, value_name = "FILE")]
     pub kv_token_file: Option<PathBuf>,
     /// File holding the token that opens Admin and KV. When any of the
     /// KV/admin tokens is set, calls without one are refused.
@@ -60,7 +60,22 @@ pub struct Security {
 
 impl SecuritySettings {
     /// Reads the files. Errors name the setting and the file, never a secret.
+    /// The combinations are checked here, not by clap's `requires`: clap
+    /// does not count values from the config file (its defaults) there.
     pub fn load(&self) -> Result<Security, String> {
+        if self.kv_token_file.is_some() && self.admin_token_file.is_none() {
+            return Err("--kv-token-file needs --admin-token-file too: otherwise Admin would be open to \
+                        anyone while KV is closed"
+                .into());
+        }
+        if (self.peer_token_file.is_some() || self.peer_mtls) && self.admin_token_file.is_none() {
+            return Err(
+                "--peer-token-file and --peer-mtls need --admin-token-file too: otherwise KV and Admin \
+                        stay open to anyone, and a router would forward anyone's calls with its peer \
+                        credentials"
+                    .into(),
+            );
+        }
         let token = |setting: &str, path: &Option<PathBuf>| {
             path.as_deref().map(|path| Token::from_file(setting, path)).transpose()
         };

@@ -251,11 +251,19 @@ async fn load_shard(
     loop {
         let record = reader.next_record().map_err(|reason| damaged(&path, reason))?;
         let last = record.is_none();
+        // A record that would take the batch past BATCH_BYTES goes into the
+        // next one, so that a batch stays within a node's request limit.
+        let mut carried = None;
         if let Some(record) = record {
-            batch_bytes += record.key.len() + record.value.len();
-            batch.push(record);
+            let size = record.key.len() + record.value.len();
+            if !batch.is_empty() && batch_bytes + size > BATCH_BYTES {
+                carried = Some((record, size));
+            } else {
+                batch_bytes += size;
+                batch.push(record);
+            }
         }
-        let full = batch.len() >= BATCH_RECORDS || batch_bytes >= BATCH_BYTES;
+        let full = batch.len() >= BATCH_RECORDS || batch_bytes >= BATCH_BYTES || carried.is_some();
         if !batch.is_empty() && (full || last) {
             let sent = std::mem::take(&mut batch);
             batch_bytes = 0;
@@ -266,6 +274,10 @@ async fn load_shard(
                 .map_err(|e| client_failure(&what, e, addrs))?;
             written += done.written;
             expired += done.expired;
+        }
+        if let Some((record, size)) = carried {
+            batch_bytes = size;
+            batch.push(record);
         }
         if last {
             break;

@@ -214,11 +214,14 @@ impl NodeStorage {
         }
     }
 
-    /// Shards that have storage on this node (open or not), ascending.
     /// The size in bytes of `shard`'s current snapshot file, as its pointer
     /// records it (no file is read); `None` before its first snapshot.
     pub fn snapshot_bytes(&self, shard: ShardId) -> Result<Option<u64>, StoreError> {
         let name = shard::meta_tree_name(shard);
+        // open_tree would create the tree of a replica removed meanwhile.
+        if !self.db().tree_names().iter().any(|t| t.as_ref() == name.as_bytes()) {
+            return Ok(None);
+        }
         let tree =
             self.db().open_tree(&name).map_err(|e| StoreError::sled(format!("opening tree {name}"), e))?;
         let raw = tree
@@ -233,6 +236,7 @@ impl NodeStorage {
         }
     }
 
+    /// Shards that have storage on this node (open or not), ascending.
     pub fn stored_shards(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self
             .db()

@@ -155,6 +155,16 @@ pub async fn restore_batch(node: &Node, request: RestoreShardRequest) -> Result<
         }
     }
     let replica = led_shard(node, request.shard)?;
+    // A restore adds data like any Put: the node's memory budget applies.
+    if let Some(first) = request.records.first() {
+        let put = Op::Put {
+            key: first.key.clone(),
+            value: Bytes::new(),
+            expires_at_ms: None,
+            condition: Condition::None,
+        };
+        crate::memory::check(&put, node.data_bytes.get(), node.config.memory_budget_bytes)?;
+    }
     let now = unix_now_ms();
     let (live, expired): (Vec<_>, Vec<_>) =
         request.records.into_iter().partition(|r| r.expires_at_ms == 0 || r.expires_at_ms > now);

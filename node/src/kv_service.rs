@@ -60,16 +60,21 @@ impl KvService {
     /// the test fault says so.
     async fn propose_write(&self, write: Write) -> Result<OpResult, Status> {
         let shard = self.leader_shard(&write.key)?;
-        // A retry of a write that was applied gets its first answer, even at
-        // the budget: refusing it would report an applied write as failed.
-        let applied_retry = !write.request_id.is_empty()
-            && shard.state.read().expect("shard state lock poisoned").kv.remembers_request(&write.request_id);
-        if !applied_retry {
-            crate::memory::check(
-                &write.op,
-                self.node.data_bytes.get(),
-                self.node.config.memory_budget_bytes,
-            )?;
+        let budget = self.node.config.memory_budget_bytes;
+        if let Err(refused) = crate::memory::check(&write.op, self.node.data_bytes.get(), budget) {
+            // A retry of a write that was applied gets its first answer, even
+            // at the budget: refusing it would report an applied write as
+            // failed. (Looked up only here, off the usual write path.)
+            let applied_retry = !write.request_id.is_empty()
+                && shard
+                    .state
+                    .read()
+                    .expect("shard state lock poisoned")
+                    .kv
+                    .remembers_request(&write.request_id);
+            if !applied_retry {
+                return Err(refused.into());
+            }
         }
         let op = write.into_op(unix_now_ms(), self.node.config.request_id_retention_ms);
         let result = shard.proposer.propose(op).await?;

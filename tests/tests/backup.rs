@@ -92,9 +92,9 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_write() {
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("w{w}-k{}", seq % KEYS_PER_WRITER);
-                    writes.lock().unwrap().attempted.insert(key.clone(), seq);
+                    writes.lock().expect("writes lock: a writer panicked").attempted.insert(key.clone(), seq);
                     if app.put(key.clone(), seq.to_string(), PutOptions::default()).await.is_ok() {
-                        let mut writes = writes.lock().unwrap();
+                        let mut writes = writes.lock().expect("writes lock: a writer panicked");
                         writes.acked.insert(key, seq);
                         writes.acks += 1;
                     }
@@ -105,7 +105,7 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_write() {
         .collect();
     // The writers are running (and acknowledged something) before the backup.
     let deadline = Instant::now() + TIMEOUT;
-    while writes.lock().unwrap().acked.len() < WRITERS {
+    while writes.lock().expect("writes lock: a writer panicked").acked.len() < WRITERS {
         assert!(Instant::now() < deadline, "writers made no progress");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -113,18 +113,18 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_write() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("backup");
     let (acked_before, acks_before) = {
-        let writes = writes.lock().unwrap();
+        let writes = writes.lock().expect("writes lock: a writer panicked");
         (writes.acked.clone(), writes.acks)
     };
     let backup_started = Instant::now();
     let manifest = run_backup(&app, &dir).await.expect("backup");
-    let acked_during = writes.lock().unwrap().acks - acks_before;
+    let acked_during = writes.lock().expect("writes lock: a writer panicked").acks - acks_before;
     eprintln!("backup took {:?}; {acked_during} writes acknowledged meanwhile", backup_started.elapsed());
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await.expect("writer");
     }
-    let attempted = std::mem::take(&mut writes.lock().unwrap().attempted);
+    let attempted = std::mem::take(&mut writes.lock().expect("writes lock: a writer panicked").attempted);
 
     assert_eq!(manifest.shard_count, SHARDS);
     assert_eq!(manifest.replication_factor, 3);
@@ -209,11 +209,11 @@ async fn bad_directories_damaged_files_and_initialized_clusters_are_refused() {
 
     // A non-empty directory is refused and left alone.
     let busy = root.path().join("busy");
-    std::fs::create_dir(&busy).unwrap();
-    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    std::fs::create_dir(&busy).expect("create a busy dir");
+    std::fs::write(busy.join("notes.txt"), "mine").expect("write into it");
     let refused = run_backup(&app, &busy).await.unwrap_err();
     assert!(refused.message.contains("is not empty"), "{refused:?}");
-    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&busy).expect("list it").count(), 1);
 
     let good = root.path().join("good");
     let manifest = run_backup(&app, &good).await.expect("backup");
@@ -240,18 +240,18 @@ async fn bad_directories_damaged_files_and_initialized_clusters_are_refused() {
 
     let incomplete = root.path().join("incomplete");
     copy_dir(&good, &incomplete);
-    std::fs::remove_file(incomplete.join(manifest::FILE_NAME)).unwrap();
+    std::fs::remove_file(incomplete.join(manifest::FILE_NAME)).expect("remove the manifest");
     let refused = run_restore(&incomplete, &target).await.unwrap_err();
     assert!(refused.message.contains("not a complete backup"), "{refused:?}");
 
     let bad_manifest = root.path().join("bad-manifest");
     copy_dir(&good, &bad_manifest);
-    let text = std::fs::read_to_string(bad_manifest.join(manifest::FILE_NAME)).unwrap();
+    let text = std::fs::read_to_string(bad_manifest.join(manifest::FILE_NAME)).expect("read the manifest");
     std::fs::write(
         bad_manifest.join(manifest::FILE_NAME),
         text.replace("\"shard_count\": 4", "\"shard_count\": 5"),
     )
-    .unwrap();
+    .expect("damage the manifest");
     let refused = run_restore(&bad_manifest, &target).await.unwrap_err();
     assert!(refused.message.contains("manifest.json is damaged"), "{refused:?}");
 

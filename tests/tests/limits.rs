@@ -143,3 +143,42 @@ async fn streams_beyond_the_per_connection_limit_wait_for_a_free_one() {
         .expect("the third stream starts once one closes")
         .expect("watch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_budget_a_retry_of_an_applied_write_gets_its_answer() {
+    let budget = 16 * 1024;
+    let cluster =
+        Cluster::start(1, &["--memory-budget-bytes", &budget.to_string(), "--enable-test-faults"]).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, DEADLINE).await;
+    let node = cluster.addrs()[0].clone();
+    let mut raw = KvClient::new(channel(&node).await);
+    let first = PutRequest {
+        key: Bytes::from("retried"),
+        value: Bytes::from("v"),
+        request_id: Bytes::from_static(b"request-0001"),
+        ..Default::default()
+    };
+    // Applied, but its answer is lost.
+    let fault = ringkv_proto::v1::InjectFaultRequest { isolate_from: Vec::new(), lose_write_answers: 1 };
+    cluster.nodes[0].admin().inject_fault(fault).await.expect("inject the fault");
+    let lost = raw.put(first.clone()).await.expect_err("the answer is lost");
+    assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
+    // Fill the node past its budget; wait until new writes are refused.
+    let kv = client(cluster.addrs());
+    let value = vec![b'v'; 1024];
+    let start = Instant::now();
+    for i in 0.. {
+        assert!(start.elapsed() < DEADLINE, "the budget never refused a write");
+        match kv.put(format!("fill-{i}"), value.clone(), PutOptions::default()).await {
+            Ok(_) => {}
+            Err(Error::Other { code: Code::ResourceExhausted, .. }) => break,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    // The retry of the applied write is answered as applied, not refused.
+    let answer = raw.put(first).await.expect("the retry gets the first answer").into_inner();
+    assert!(answer.succeeded, "{answer:?}");
+    let fresh = PutRequest { key: Bytes::from("fresh"), value: Bytes::from("v"), ..Default::default() };
+    assert_eq!(raw.put(fresh).await.expect_err("a new write is refused").code(), Code::ResourceExhausted);
+}

@@ -227,11 +227,11 @@ mod tests {
 
     fn file(records: &[BackupRecord]) -> (Vec<u8>, Summary) {
         let header = Header { shard: 3, applied_index: 99 };
-        let mut writer = ShardFileWriter::new(Vec::new(), header).unwrap();
+        let mut writer = ShardFileWriter::new(Vec::new(), header).expect("writing to a Vec cannot fail");
         for r in records {
-            writer.write_record(r).unwrap();
+            writer.write_record(r).expect("writing to a Vec cannot fail");
         }
-        writer.finish().unwrap()
+        writer.finish().expect("writing to a Vec cannot fail")
     }
 
     fn read_all(bytes: &[u8]) -> Result<(Header, Vec<BackupRecord>, Summary), String> {
@@ -250,12 +250,12 @@ mod tests {
         assert_eq!(written.bytes, bytes.len() as u64);
         assert_eq!(written.crc32, crc32fast::hash(&bytes));
         assert_eq!(written.records, 3);
-        let (header, read, summary) = read_all(&bytes).unwrap();
+        let (header, read, summary) = read_all(&bytes).expect("a file just written reads back");
         assert_eq!(header, Header { shard: 3, applied_index: 99 });
         assert_eq!(read, records);
         assert_eq!(summary, written);
         let (empty, _) = file(&[]);
-        assert_eq!(read_all(&empty).unwrap().1, vec![]);
+        assert_eq!(read_all(&empty).expect("an empty file reads back").1, vec![]);
     }
 
     #[test]

@@ -245,6 +245,21 @@ impl Plan {
         }
     }
 
+    /// Takes over the replicas an earlier plan left to delete, except those
+    /// this plan moves back in (a move to that node and shard): deleting one
+    /// of those while the move adds it as a learner would leave the shard's
+    /// next membership naming a node that holds no replica.
+    pub fn inherit_cleanup(&mut self, left: &[Cleanup]) {
+        let wanted = |c: &Cleanup| self.wants(c.shard, c.node);
+        let kept: Vec<Cleanup> = left.iter().filter(|c| !wanted(c)).cloned().collect();
+        self.cleanup = kept;
+    }
+
+    /// Whether a move of this plan not done yet brings `node` into `shard`.
+    pub fn wants(&self, shard: ShardId, node: NodeId) -> bool {
+        self.moves.iter().any(|m| m.step != MoveStep::Done && m.shard == shard && m.to == Some(node))
+    }
+
     /// Whether the plan names `node` in a move not done yet, or still has a
     /// replica of it to delete.
     pub fn involves(&self, node: NodeId) -> bool {
@@ -432,6 +447,18 @@ pub fn balance_leaders(
 mod tests {
     use super::*;
     use crate::cluster_map::NodeInfo;
+
+    #[test]
+    fn a_new_plan_does_not_delete_replicas_it_moves_back_in() {
+        let left = |shard, node| Cleanup { shard, node, addr: format!("n{node}:1") };
+        let back_in = Move::new(4, Some(2), Some(4), MoveReason::Joined(4));
+        let mut done_move = Move::new(5, Some(2), Some(5), MoveReason::Joined(5));
+        done_move.step = MoveStep::Done;
+        let mut plan = Plan::new(7, vec![back_in, done_move], MoveLimits::default(), 0);
+        plan.inherit_cleanup(&[left(4, 4), left(4, 5), left(5, 5), left(1, 4)]);
+        assert_eq!(plan.cleanup, vec![left(4, 5), left(5, 5), left(1, 4)]);
+        assert!(plan.wants(4, 4) && !plan.wants(5, 5) && !plan.wants(4, 5));
+    }
 
     fn map(nodes: &[(NodeId, NodeState)], shards: u32) -> ClusterMap {
         let mut map = ClusterMap {

@@ -202,7 +202,9 @@ pub async fn start_rebalance(
 fn new_plan(map: &ClusterMap, limits: MoveLimits, previous: Option<&Plan>) -> Result<Plan, Error> {
     let moves = rebalance::plan(map, META_REPLICAS).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     let mut plan = Plan::new(map.epoch, moves, limits, unix_now_ms());
-    plan.cleanup = previous.map(|p| p.cleanup.clone()).unwrap_or_default();
+    if let Some(previous) = previous {
+        plan.inherit_cleanup(&previous.cleanup);
+    }
     Ok(plan)
 }
 

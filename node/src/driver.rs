@@ -441,10 +441,19 @@ async fn defer_cleanup(meta: &Shard, map: &ClusterMap, m: &Move) -> Result<(), E
 async fn cleanup_one(meta: &Shard, map: &ClusterMap, entry: Cleanup) {
     let Cleanup { shard, node, addr } = entry.clone();
     let done = async {
+        // A plan committed since this entry was read may move the node back
+        // in: then the replica is wanted, not left behind.
+        if let (_, Some(plan)) = crate::cluster_admin::read_meta(meta)?
+            && plan.is_active()
+            && plan.wants(shard, node)
+        {
+            tracing::info!(shard, node, "left-behind replica is wanted by a move again: not deleting it");
+            return Ok::<(), Error>(());
+        }
         let membership = on_leader(map, shard, query(shard), STEP_TIMEOUT).await?;
         if membership.voters.contains(&node) {
             tracing::info!(shard, node, "left-behind replica is a voter again: not deleting it");
-            return Ok::<(), Error>(());
+            return Ok(());
         }
         if membership.learners.contains(&node) {
             // The leader must stop replicating to it before its data goes:

@@ -270,11 +270,7 @@ impl KvState {
     /// derived indexes. Trailing bytes are refused (`DeserializeBadEncoding`), so a
     /// framing mistake in the snapshot store does not go unnoticed.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<KvState, postcard::Error> {
-        let (state, rest) = postcard::take_from_bytes::<KvState>(bytes)?;
-        if !rest.is_empty() {
-            return Err(postcard::Error::DeserializeBadEncoding);
-        }
-        Ok(state)
+        crate::codec::decode_all(bytes)
     }
 
     fn apply_op(&mut self, index: u64, now_ms: UnixMs, op: &Op) -> OpResult {

@@ -28,7 +28,7 @@ pub fn log_entry(tree: &str, key: &[u8], value: &[u8]) -> Result<Entry, StoreErr
     let index = <[u8; 8]>::try_from(key)
         .map(u64::from_be_bytes)
         .map_err(|_| corrupt(format!("{key:02x?}"), format!("log key of {} bytes, expected 8", key.len())))?;
-    let entry: Entry = postcard::from_bytes(value)
+    let entry: Entry = crate::codec::decode(value)
         .map_err(|e| corrupt(index.to_string(), format!("log entry does not decode: {e}")))?;
     if entry.log_id.index != index {
         return Err(corrupt(
@@ -56,7 +56,7 @@ pub fn meta_value(tree: &str, key: &str, value: &[u8]) -> Result<(), StoreError>
 
 /// Decodes one meta value of type `T`.
 pub(crate) fn meta<T: DeserializeOwned>(tree: &str, key: &str, value: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(value).map_err(|e| StoreError::CorruptValue {
+    crate::codec::decode(value).map_err(|e| StoreError::CorruptValue {
         tree: tree.to_string(),
         key: key.to_string(),
         reason: format!("does not decode: {e}"),

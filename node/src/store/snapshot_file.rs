@@ -213,7 +213,7 @@ pub(crate) fn decode(mut buf: Vec<u8>, path: &Path) -> Result<SnapshotFile, Stor
             data_end - data_start
         )));
     }
-    let meta = match postcard::take_from_bytes::<SnapshotMeta>(&buf[HEADER_LEN..meta_end]) {
+    let meta = match crate::codec::take_from_bytes::<SnapshotMeta>(&buf[HEADER_LEN..meta_end]) {
         Ok((meta, [])) => meta,
         Ok((_, rest)) => {
             return Err(corrupt(format!("metadata has {} trailing bytes", rest.len())));

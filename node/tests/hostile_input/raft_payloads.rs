@@ -271,3 +271,50 @@ fn raft_envelopes() {
         accepted
     });
 }
+
+/// Found by the fuzzer (seed 14148817039465929376, before the seed was fixed):
+/// postcard let serde preallocate a sequence's claimed count whenever it fit
+/// in the bytes left, at `size_of` of an element per claimed element (serde
+/// caps that at 1 MiB a sequence). A 10 KB AppendEntries held 1 MB. `codec`
+/// now preallocates only counts backed by 16 bytes each.
+#[test]
+fn a_claimed_sequence_count_is_not_preallocated_at_element_size() {
+    // Large enough to be over the bound at element size, small enough to stay
+    // under serde's 1 MiB cap (else the cap, not the codec, would bound it).
+    const CLAIMED: usize = 8_000;
+    let count = encoded(&CLAIMED)[..].to_vec();
+    // A command: `now_ms`, then CLAIMED ops of which none decodes (0xff is no
+    // op's tag), so the decoder fails after the claim, having held the most.
+    let command: Vec<u8> = [&encoded(&7u64)[..], &count, &[0xff; CLAIMED]].concat();
+    // A list of log entries: CLAIMED of them, none of which decodes.
+    let entries: Vec<u8> = [&count[..], &[0xff; CLAIMED]].concat();
+    // AppendEntries: a vote, no previous log id, then that list.
+    let append: Vec<u8> = [&encoded(&Vote::new(1, 1))[..], &[0], &entries].concat();
+    for (what, bytes, element, decode) in [
+        (
+            "Command",
+            &command,
+            size_of::<Op>(),
+            (|b| codec::decode::<Command>(b).is_ok()) as fn(&[u8]) -> bool,
+        ),
+        ("log entries", &entries, size_of::<Entry>(), |b| codec::decode::<Vec<Entry>>(b).is_ok()),
+        ("AppendEntries", &append, size_of::<Entry>(), |b| {
+            codec::decode::<AppendEntriesRequest<TypeConfig>>(b).is_ok()
+        }),
+    ] {
+        let bound = crate::fuzz::bound_bytes(bytes.len());
+        let preallocated = CLAIMED * element;
+        assert!(
+            preallocated > bound && preallocated < 1 << 20,
+            "{what}: elements of {element} bytes; choose CLAIMED so that the case tests something"
+        );
+        let (accepted, usage) = crate::alloc::measure(|| decode(bytes));
+        assert!(!accepted, "{what}: the hostile input decoded");
+        assert!(
+            usage.peak_bytes <= bound,
+            "{what}: {} input bytes held {} at once (bound {bound})",
+            bytes.len(),
+            usage.peak_bytes
+        );
+    }
+}

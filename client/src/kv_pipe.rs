@@ -134,7 +134,11 @@ pub type Replies = Pin<Box<dyn futures::Stream<Item = Result<KvFrameReply, Statu
 /// method on `service`, concurrently, and answered in the order the calls
 /// finish. Once `stopping` turns true (graceful shutdown), no more frames are
 /// read, the caller gets a goodbye naming the last frame read, and the reply
-/// stream ends after the frames read are answered.
+/// stream ends after the frames read are answered. A frame that cannot be
+/// read (one over the server's `--max-request-bytes`, a malformed one) also
+/// stops the reading: the frames read are answered, and the stream then ends
+/// with why (`RESOURCE_EXHAUSTED` for a frame too large), naming the last
+/// frame read; nothing after it was run.
 pub fn serve<S: Kv + Clone>(
     service: S,
     mut frames: Streaming<KvFrame>,
@@ -144,18 +148,19 @@ pub fn serve<S: Kv + Clone>(
     let in_progress = Arc::new(Semaphore::new(MAX_FRAMES_IN_PROGRESS));
     tokio::spawn(async move {
         let mut last_read = 0;
-        loop {
+        let unreadable = loop {
             let permit = tokio::select! {
                 permit = in_progress.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = stopping.wait_for(|stop| *stop) => break None,
             };
             let frame = tokio::select! {
                 frame = frames.message() => match frame {
                     Ok(Some(frame)) => frame,
-                    // The caller closed its side, or the connection failed.
-                    _ => return,
+                    // The caller closed its side.
+                    Ok(None) => return,
+                    Err(status) => break Some(status),
                 },
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = stopping.wait_for(|stop| *stop) => break None,
             };
             last_read = frame.id;
             let (service, replies) = (service.clone(), replies.clone());
@@ -165,8 +170,21 @@ pub fn serve<S: Kv + Clone>(
                 // The stream may be gone (connection closed): nobody to answer.
                 let _ = replies.send(Ok(reply));
             });
-        }
-        let _ = replies.send(Ok(KvFrameReply { id: 0, last_read_id: last_read, ..Default::default() }));
+        };
+        let Some(status) = unreadable else {
+            let _ = replies.send(Ok(KvFrameReply { id: 0, last_read_id: last_read, ..Default::default() }));
+            return;
+        };
+        // Every frame read is answered before the stream ends with the error
+        // (on a lost connection, nobody reads either).
+        let all = u32::try_from(MAX_FRAMES_IN_PROGRESS).expect("a small constant");
+        let _answered = in_progress.acquire_many(all).await.expect("the semaphore is never closed");
+        let what = format!("the KV.Pipe frame after frame {last_read}");
+        let status = ringkv_security::limits::stream_read_failed(status, &what);
+        let _ = replies.send(Err(Status::new(
+            status.code(),
+            format!("{}; no frame after frame {last_read} was run", status.message()),
+        )));
     });
     // Ends when every sender is gone: the reader above and each frame's task.
     Box::pin(futures::stream::unfold(outgoing, |mut outgoing| async move {

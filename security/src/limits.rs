@@ -7,6 +7,9 @@
 //! that answer (recognised by tonic's message, pinned by a test on a real
 //! server) and leaves every other response alone. Nothing was decoded, so
 //! nothing was done.
+//!
+//! In a request stream tonic reports an oversized message to the handler
+//! reading it; [`stream_read_failed`] gives the handler the same answer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -60,17 +63,32 @@ where
     }
 }
 
+/// `RESOURCE_EXHAUSTED` naming the setting, if `status` is tonic's refusal of
+/// an oversized message; `what` names the message.
+fn too_large(status: &tonic::Status, what: &str) -> Option<tonic::Status> {
+    if status.code() != tonic::Code::OutOfRange || !status.message().contains(TONIC_TOO_LARGE) {
+        return None;
+    }
+    let detail = status.message().trim_start_matches("Error, ");
+    Some(tonic::Status::resource_exhausted(format!(
+        "{what} too large for this server (its --max-request-bytes): {detail}"
+    )))
+}
+
+/// What a server answers when the next message of a request stream could not
+/// be read (`status`, from tonic's `Streaming`): an oversized message is
+/// `RESOURCE_EXHAUSTED` naming the setting, as in a unary call; anything else
+/// (a broken connection, a malformed message) keeps its status. `what` names
+/// the message for the caller, e.g. "the KV.Pipe frame after frame 41".
+pub fn stream_read_failed(status: tonic::Status, what: &str) -> tonic::Status {
+    too_large(&status, what).unwrap_or(status)
+}
+
 /// Turns a trailers-only `OUT_OF_RANGE` "message too large" answer into
 /// `RESOURCE_EXHAUSTED` with a message naming the setting.
 fn rewrite_too_large(headers: &mut http::HeaderMap) {
     let Some(status) = tonic::Status::from_header_map(headers) else { return };
-    if status.code() != tonic::Code::OutOfRange || !status.message().contains(TONIC_TOO_LARGE) {
-        return;
-    }
-    let detail = status.message().trim_start_matches("Error, ");
-    let status = tonic::Status::resource_exhausted(format!(
-        "request too large for this server (its --max-request-bytes): {detail}"
-    ));
+    let Some(status) = too_large(&status, "request") else { return };
     let mut rewritten = http::HeaderMap::new();
     if status.add_header(&mut rewritten).is_ok() {
         for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
@@ -115,5 +133,22 @@ mod tests {
             assert_eq!(other.get("grpc-status").expect("status"), status);
             assert_eq!(other.get("grpc-message").expect("message"), message);
         }
+    }
+
+    #[test]
+    fn an_oversized_stream_message_is_resource_exhausted_and_other_failures_keep_their_status() {
+        let oversized = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 200000 bytes, the limit is: 100000 bytes",
+        );
+        let status = stream_read_failed(oversized, "the frame after frame 3");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().starts_with("the frame after frame 3 too large for this server")
+                && status.message().contains("--max-request-bytes")
+                && status.message().contains("found 200000 bytes"),
+            "{status:?}"
+        );
+        let broken = stream_read_failed(tonic::Status::unavailable("connection reset"), "a frame");
+        assert_eq!((broken.code(), broken.message()), (tonic::Code::Unavailable, "connection reset"));
     }
 }

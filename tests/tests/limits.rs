@@ -1,15 +1,18 @@
 //! A node's limits on real processes: the memory budget refuses writes that
 //! add data (and nothing else) with RESOURCE_EXHAUSTED until space is freed; a
 //! request over --max-request-bytes is refused with RESOURCE_EXHAUSTED on
-//! nodes and routers; --max-streams-per-connection holds further streams back
+//! nodes and routers (a `KV.Pipe` frame over it ends the pipe with it, after
+//! the frames before it are answered); --max-streams-per-connection holds further streams back
 //! until one closes. A refused request writes nothing.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
 use ringkv_client::{Client, ClientOptions, Consistency, Error, PutOptions};
 use ringkv_proto::v1::kv_client::KvClient;
-use ringkv_proto::v1::{PutRequest, WatchRequest};
+use ringkv_proto::v1::{KvFrame, KvMethod, PutRequest, WatchRequest};
 use ringkv_tests::Cluster;
 use tonic::Code;
 
@@ -113,9 +116,49 @@ async fn a_request_over_the_size_limit_is_resource_exhausted_on_nodes_and_router
             Code::InvalidArgument,
             "{addr}"
         );
+        an_oversized_pipe_frame_ends_the_pipe(&mut kv, &addr).await;
     }
     let kv = client(cluster.addrs());
-    assert!(kv.get("big", Consistency::Linearizable).await.expect("read").is_none());
+    for key in ["big", "big-piped"] {
+        assert!(kv.get(key, Consistency::Linearizable).await.expect("read").is_none(), "{key}");
+    }
+    assert!(kv.get("small-piped", Consistency::Linearizable).await.expect("read").is_some());
+}
+
+/// On `KV.Pipe`, a frame over the limit is answered by the end of the stream:
+/// the frame before it is answered first, then RESOURCE_EXHAUSTED naming the
+/// setting and the last frame read.
+async fn an_oversized_pipe_frame_ends_the_pipe(kv: &mut KvClient<tonic::transport::Channel>, addr: &str) {
+    let put = |key: &'static str, value_bytes: usize| {
+        let request = PutRequest {
+            key: Bytes::from(key),
+            value: Bytes::from(vec![7u8; value_bytes]),
+            ..Default::default()
+        };
+        Bytes::from(request.encode_to_vec())
+    };
+    let frames = [
+        KvFrame { id: 1, method: KvMethod::Put as i32, request: put("small-piped", 10), timeout_ms: 10_000 },
+        KvFrame {
+            id: 2,
+            method: KvMethod::Put as i32,
+            request: put("big-piped", 200_000),
+            timeout_ms: 10_000,
+        },
+    ];
+    let mut replies = kv
+        .pipe(futures::stream::iter(frames).chain(futures::stream::pending()))
+        .await
+        .expect("a pipe")
+        .into_inner();
+    let first = replies.message().await.expect("the first frame's reply").expect("a reply before the end");
+    assert_eq!((first.id, first.code), (1, 0), "{addr}: {first:?}");
+    let status = replies.message().await.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{addr}: {status:?}");
+    assert!(
+        status.message().contains("--max-request-bytes") && status.message().contains("after frame 1"),
+        "{addr}: {status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

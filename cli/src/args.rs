@@ -130,17 +130,7 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The TLS and token settings these arguments name (files read now).
     pub fn credentials(&self) -> Result<ringkv_client::Credentials, String> {
-        let token = match &self.token_file {
-            Some(path) => Some(ringkv_client::Token::from_file("token-file", path)?),
-            None => None,
-        };
-        let tls = match &self.tls_ca {
-            Some(path) => {
-                Some(ringkv_client::tls::client_config(&ringkv_client::tls::read_pem("tls-ca", path)?))
-            }
-            None => None,
-        };
-        Ok(ringkv_client::Credentials::default().with_token(token).with_tls(tls))
+        ringkv_client::Credentials::from_files(self.token_file.as_deref(), self.tls_ca.as_deref())
     }
 }
 

@@ -34,6 +34,22 @@ impl Credentials {
         self
     }
 
+    /// What a client command line names: a file holding the token
+    /// (`--token-file`) and a CA bundle to verify the servers with
+    /// (`--tls-ca`), each optional; the files are read now, and an unreadable
+    /// or malformed one is an error naming the flag.
+    pub fn from_files(
+        token_file: Option<&std::path::Path>,
+        tls_ca: Option<&std::path::Path>,
+    ) -> Result<Credentials, String> {
+        let token = token_file.map(|path| Token::from_file("token-file", path)).transpose()?;
+        let tls = match tls_ca {
+            Some(path) => Some(crate::tls::client_config(&crate::tls::read_pem("tls-ca", path)?)),
+            None => None,
+        };
+        Ok(Credentials::default().with_token(token).with_tls(tls))
+    }
+
     pub fn uses_tls(&self) -> bool {
         self.tls.is_some()
     }
@@ -113,6 +129,29 @@ mod tests {
         assert_eq!(header.to_str().expect("ascii"), "Bearer a-secret-a-secret-a-secret");
         let plain = Credentials::default().auth().call(tonic::Request::new(())).expect("never refuses");
         assert!(plain.metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn command_line_files_become_credentials_and_bad_ones_name_their_flag() {
+        let dir = std::env::temp_dir().join(format!("ringkv-credentials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (token, ca, junk) = (dir.join("token"), dir.join("ca.pem"), dir.join("junk"));
+        std::fs::write(&token, "a-secret-a-secret-a-secret\n").expect("write");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write");
+        std::fs::write(&junk, "not a certificate").expect("write");
+
+        let none = Credentials::from_files(None, None).expect("nothing to read");
+        assert!(!none.uses_tls() && none.token.is_none());
+        let both = Credentials::from_files(Some(&token), Some(&ca)).expect("valid files");
+        assert!(both.uses_tls());
+        let request = both.auth().call(tonic::Request::new(())).expect("never refuses");
+        let header = request.metadata().get("authorization").expect("header set");
+        assert_eq!(header.to_str().expect("ascii"), "Bearer a-secret-a-secret-a-secret");
+        let missing = Credentials::from_files(Some(&dir.join("absent")), None).expect_err("no such file");
+        assert!(missing.contains("--token-file"), "{missing}");
+        let not_pem = Credentials::from_files(None, Some(&junk)).expect_err("not PEM");
+        assert!(not_pem.contains("--tls-ca") && not_pem.contains("not a PEM file"), "{not_pem}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

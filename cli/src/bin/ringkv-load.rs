@@ -84,6 +84,12 @@ struct Args {
     /// Seed of the key choice (each task derives its own stream from it).
     #[arg(long, default_value_t = 0x5EED)]
     seed: u64,
+    /// File holding the bearer token of a cluster that requires one (its KV token).
+    #[arg(long, env = "RINGKV_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// CA bundle (PEM) that signed the cluster's certificates: connect with TLS.
+    #[arg(long, env = "RINGKV_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -415,7 +421,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let credentials =
+        match ringkv_client::Credentials::from_files(args.token_file.as_deref(), args.tls_ca.as_deref()) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        };
     let opts = ClientOptions {
+        credentials,
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         // Let the nodes judge a large value, not a local default.
         max_value_bytes: args.value_size.max(DEFAULT_MAX_VALUE_BYTES),

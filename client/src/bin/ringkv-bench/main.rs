@@ -67,6 +67,13 @@ struct Args {
     /// throughput to every other target's) to this file.
     #[arg(long)]
     markdown: Option<std::path::PathBuf>,
+    /// File holding the bearer token ringkv targets require (their KV token).
+    #[arg(long, env = "RINGKV_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// CA bundle (PEM) that signed the ringkv targets' certificates: connect
+    /// to them with TLS.
+    #[arg(long, env = "RINGKV_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 fn list<T>(text: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
@@ -89,10 +96,12 @@ async fn run(args: Args) -> Result<(), String> {
     let workloads = list(&args.workload, Workload::parse)?;
     let concurrencies =
         list(&args.concurrency, |c| c.parse::<usize>().map_err(|e| format!("concurrency {c:?}: {e}")))?;
+    let credentials =
+        ringkv_client::Credentials::from_files(args.token_file.as_deref(), args.tls_ca.as_deref())?;
     let mut targets = Vec::new();
     for spec in &args.targets {
         let (label, spec) = TargetSpec::parse(spec)?;
-        let target = Target::connect(&spec).await?;
+        let target = Target::connect(&spec, &credentials).await?;
         targets.push((label, Arc::new(target)));
     }
     let value = vec![b'v'; args.value_bytes];

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ringkv_client::{Client, ClientOptions, Consistency, PutOptions, Routing};
+use ringkv_client::{Client, ClientOptions, Consistency, Credentials, PutOptions, Routing};
 
 use crate::etcd::Etcd;
 
@@ -94,15 +94,18 @@ impl Target {
         Ok(())
     }
 
-    pub async fn connect(spec: &TargetSpec) -> Result<Target, String> {
+    /// Connects to `spec`; ringkv targets present `credentials`.
+    pub async fn connect(spec: &TargetSpec, credentials: &Credentials) -> Result<Target, String> {
         Ok(match spec {
             TargetSpec::RingkvRouter(addr) => Target::Ringkv(
                 (0..CLIENTS)
-                    .map(|_| ringkv(vec![addr.clone()], Routing::ViaSeeds))
+                    .map(|_| ringkv(vec![addr.clone()], Routing::ViaSeeds, credentials))
                     .collect::<Result<_, _>>()?,
             ),
             TargetSpec::RingkvDirect(addrs) => Target::Ringkv(
-                (0..CLIENTS).map(|_| ringkv(addrs.clone(), Routing::Direct)).collect::<Result<_, _>>()?,
+                (0..CLIENTS)
+                    .map(|_| ringkv(addrs.clone(), Routing::Direct, credentials))
+                    .collect::<Result<_, _>>()?,
             ),
             TargetSpec::Etcd(addrs) => {
                 let mut clients = Vec::new();
@@ -214,8 +217,12 @@ impl Conn {
     }
 }
 
-fn ringkv(addrs: Vec<String>, routing: Routing) -> Result<Client, String> {
-    let opts =
-        ClientOptions { routing, request_timeout: Duration::from_secs(10), ..ClientOptions::default() };
+fn ringkv(addrs: Vec<String>, routing: Routing, credentials: &Credentials) -> Result<Client, String> {
+    let opts = ClientOptions {
+        routing,
+        request_timeout: Duration::from_secs(10),
+        credentials: credentials.clone(),
+        ..ClientOptions::default()
+    };
     Client::connect(addrs, opts).map_err(|e| e.to_string())
 }

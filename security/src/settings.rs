@@ -39,7 +39,8 @@ pub struct SecuritySettings {
     /// File holding the cluster secret the nodes and routers present to each
     /// other (it opens everything, Raft included); the same on every node and
     /// router. Off when not given (unless --peer-mtls): Raft calls are not
-    /// authenticated.
+    /// authenticated. Every token file may hold a second token on its own
+    /// line while it rotates: the first is presented, both are accepted.
     #[arg(long, value_name = "FILE")]
     pub peer_token_file: Option<PathBuf>,
 }
@@ -85,10 +86,12 @@ impl SecuritySettings {
             peer: token("peer-token-file", &self.peer_token_file)?,
             peer_mtls: self.peer_mtls,
         };
-        let distinct = [&policy.kv, &policy.admin, &policy.peer];
-        for (i, a) in distinct.iter().enumerate() {
-            for b in &distinct[i + 1..] {
-                if a.is_some() && a == b {
+        let roles = [&policy.kv, &policy.admin, &policy.peer];
+        for (i, a) in roles.iter().enumerate() {
+            for b in &roles[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b)
+                    && a.shares_a_secret_with(b)
+                {
                     return Err("the KV, admin and peer tokens must differ from each other".into());
                 }
             }

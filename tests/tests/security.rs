@@ -2,7 +2,7 @@
 //! requires them serves the callers that present them, refuses every other
 //! call with UNAUTHENTICATED or PERMISSION_DENIED (or a failed handshake), and
 //! a refused call changes nothing. No secret appears in any log, even at debug
-//! level.
+//! level. A token rotates node by node with no call refused between nodes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +97,25 @@ async fn form(cluster: &Cluster, admin: &Client, kv: &Client) {
     kv.put("ready", "yes", PutOptions::default())
         .await
         .unwrap_or_else(|e| panic!("first write: {e}\n{}", cluster.logs()));
+}
+
+/// A formed 3-node cluster with all three tokens and no TLS, and a client
+/// holding the KV token.
+async fn tokens_without_tls(pki: &Pki) -> (Cluster, Client) {
+    let flags = [
+        "--kv-token-file",
+        path(&pki.kv_token),
+        "--admin-token-file",
+        path(&pki.admin_token),
+        "--peer-token-file",
+        path(&pki.peer_token),
+    ];
+    let cluster = Cluster::start(3, &flags).await;
+    let long = Duration::from_secs(60);
+    let admin = client(cluster.addrs(), None, Some(ADMIN_TOKEN), long);
+    let kv = client(cluster.addrs(), None, Some(KV_TOKEN), long);
+    form(&cluster, &admin, &kv).await;
+    (cluster, kv)
 }
 
 /// A Raft call with these credentials: what the guard answers (the payload is
@@ -220,20 +239,8 @@ async fn tls_with_tokens_and_peer_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_token_guards_raft_without_tls() {
     let pki = pki();
-    let flags = [
-        "--kv-token-file",
-        path(&pki.kv_token),
-        "--admin-token-file",
-        path(&pki.admin_token),
-        "--peer-token-file",
-        path(&pki.peer_token),
-    ];
-    let cluster = Cluster::start(3, &flags).await;
+    let (cluster, _kv) = tokens_without_tls(&pki).await;
     let nodes = cluster.addrs();
-    let long = Duration::from_secs(60);
-    let admin = client(nodes.clone(), None, Some(ADMIN_TOKEN), long);
-    let kv = client(nodes.clone(), None, Some(KV_TOKEN), long);
-    form(&cluster, &admin, &kv).await;
     let token = |t: &str| Credentials::default().with_token(Some(Token::new(t).expect("valid")));
     assert_eq!(raft_call(&nodes[1], &Credentials::default()).await, Code::Unauthenticated);
     assert_eq!(raft_call(&nodes[1], &token(ADMIN_TOKEN)).await, Code::PermissionDenied);
@@ -244,6 +251,57 @@ async fn a_peer_token_guards_raft_without_tls() {
     assert!(!matches!(code, Code::Unauthenticated | Code::PermissionDenied | Code::Unavailable), "{code:?}");
     assert!(cluster.logs().contains("tokens are checked but TLS is off"), "the clear-text warning");
     assert_no_secret(&cluster.logs());
+}
+
+/// Rotating the peer token the way docs/operations.md says, one node at a
+/// time, without the cluster ever refusing itself: every file is first
+/// "OLD, NEW" (present the old, accept both), then "NEW, OLD", then "NEW".
+/// After the first node of each round restarts, the third node is stopped, so
+/// a write needs the restarted node and one that has not restarted yet to
+/// accept each other's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peer_token_rotates_one_node_at_a_time_without_refusals() {
+    const NEW_PEER_TOKEN: &str = "peer-fedcba9876543210-new";
+    let pki = pki();
+    let (mut cluster, kv) = tokens_without_tls(&pki).await;
+    let nodes = cluster.addrs();
+    let token = |t: &str| Credentials::default().with_token(Some(Token::new(t).expect("valid")));
+    let passes_the_guard = |code: Code| !matches!(code, Code::Unauthenticated | Code::PermissionDenied);
+
+    for (round, file) in [
+        format!("{PEER_TOKEN}\n{NEW_PEER_TOKEN}\n"),
+        format!("{NEW_PEER_TOKEN}\n{PEER_TOKEN}\n"),
+        format!("{NEW_PEER_TOKEN}\n"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(&pki.peer_token, file).expect("write the peer token file");
+        cluster.node(1).stop().await;
+        cluster.node(1).start().await;
+        cluster.node(3).stop().await;
+        kv.put(format!("rotation-{round}"), "v", PutOptions::default()).await.unwrap_or_else(|e| {
+            panic!("round {round}: nodes 1 and 2 refused each other: {e}\n{}", cluster.logs())
+        });
+        cluster.node(3).start().await;
+        cluster.node(2).stop().await;
+        cluster.node(2).start().await;
+        for addr in &nodes {
+            let old = raft_call(addr, &token(PEER_TOKEN)).await;
+            let new = raft_call(addr, &token(NEW_PEER_TOKEN)).await;
+            assert!(passes_the_guard(new), "round {round}, {addr}: the new token refused: {new:?}");
+            assert_eq!(passes_the_guard(old), round < 2, "round {round}, {addr}: the old token: {old:?}");
+        }
+    }
+    kv.put("rotated", "v", PutOptions::default()).await.expect("a write once every node has rotated");
+    for round in 0..3 {
+        assert!(
+            kv.get(format!("rotation-{round}"), Consistency::Linearizable).await.expect("read").is_some()
+        );
+    }
+    let logs = cluster.logs();
+    assert_no_secret(&logs);
+    assert!(!logs.contains(NEW_PEER_TOKEN), "the new peer token is in the logs");
 }
 
 #[tokio::test]

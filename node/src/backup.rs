@@ -175,6 +175,9 @@ pub async fn restore_batch(node: &Node, request: RestoreShardRequest) -> Result<
             expires_at_ms: (record.expires_at_ms > 0).then_some(record.expires_at_ms),
             condition: Condition::None,
         };
+        if node.config.memory_budget_bytes > 0 {
+            node.data_bytes.admit(&op);
+        }
         replica.proposer.propose(op)
     });
     let mut written = 0;

@@ -76,6 +76,9 @@ impl KvService {
                 return Err(refused.into());
             }
         }
+        if budget > 0 {
+            self.node.data_bytes.admit(&write.op);
+        }
         let op = write.into_op(unix_now_ms(), self.node.config.request_id_retention_ms);
         let result = shard.proposer.propose(op).await?;
         if self.node.take_lost_write_answer() {

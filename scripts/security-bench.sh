@@ -28,7 +28,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+command -v python3 >/dev/null || { echo "security-bench: needs python3 (for the report)" >&2; exit 2; }
 if ! command -v openssl >/dev/null; then
+  echo "security-bench: installing openssl from Debian's packages (for a throwaway CA)..." >&2
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
@@ -69,7 +71,7 @@ run_mode() (
   fi
   echo "$mode: starting a 3-node cluster and a router..."
   demo_start_cluster
-  "$bin/ringkv-bench" "${bench_flags[@]}" \
+  "$bin/ringkv-bench" ${bench_flags[@]+"${bench_flags[@]}"} \
     --target "ringkv-router:router-$mode=$router" \
     --target "ringkv-direct:direct-$mode=127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))" \
     --workload "$workloads" --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" \
@@ -90,7 +92,7 @@ for s in json.load(open(sys.argv[2])):
     key = (s["target"].split("-")[0], s["workload"], s["concurrency"])
     p = plain[key]
     print(f"| {key[0]} | {key[1]} | {key[2]} | {p['ops_per_sec']:.0f} | {s['ops_per_sec']:.0f} "
-          f"| {s['ops_per_sec'] / p['ops_per_sec']:.2f} | {p['p99_ms']:.2f} | {s['p99_ms']:.2f} |")
+          f"| {s['ops_per_sec'] / p['ops_per_sec'] if p['ops_per_sec'] else float('nan'):.2f} | {p['p99_ms']:.2f} | {s['p99_ms']:.2f} |")
 PY
 )
 echo "$report"

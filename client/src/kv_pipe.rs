@@ -166,9 +166,11 @@ pub fn serve<S: Kv + Clone>(
             let (service, replies) = (service.clone(), replies.clone());
             tokio::spawn(async move {
                 let reply = answer(&service, frame).await;
-                drop(permit);
                 // The stream may be gone (connection closed): nobody to answer.
                 let _ = replies.send(Ok(reply));
+                // Released only once the reply is queued: a reader waiting for
+                // every permit then ends the stream after this reply.
+                drop(permit);
             });
         };
         let Some(status) = unreadable else {

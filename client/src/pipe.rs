@@ -36,7 +36,10 @@
 //!   [`Error`](crate::Error) classifies it as "nothing was sent" too;
 //! - the stream failed or ended after it was open, or the call's deadline
 //!   passed: the frame may have been executed, so the outcome is unknown
-//!   (`UNAVAILABLE` / the stream's status / `DEADLINE_EXCEEDED`).
+//!   (`UNAVAILABLE` / the stream's status / `DEADLINE_EXCEEDED`);
+//! - the stream ended with `RESOURCE_EXHAUSTED`: the peer stopped at a frame
+//!   too large for it, the oldest call waiting, which gets that status; the
+//!   later calls were not run and fail as [`NotSent`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -219,14 +222,30 @@ impl<F: Send + 'static> Pipe<F> {
         }
     }
 
+    /// The stream ended with `why`: every waiting call fails with it, except
+    /// after a frame too large for the peer (`RESOURCE_EXHAUSTED`, see
+    /// `kv_pipe::serve`). The peer then answered every frame it read and
+    /// stopped at that one, which is the oldest call still waiting (ids go
+    /// out in order); it gets `why`, and the later ones, never run, fail as
+    /// not sent, free to be sent again.
     fn close(&self, why: Status) {
-        let waiting = {
+        let mut waiting: Vec<(u64, oneshot::Sender<Result<Bytes, Status>>)> = {
             let mut state = self.lock();
             state.closed.get_or_insert(why.clone());
-            std::mem::take(&mut state.waiting)
+            std::mem::take(&mut state.waiting).into_iter().collect()
         };
-        for (_, waiter) in waiting {
-            let _ = waiter.send(Err(why.clone()));
+        waiting.sort_unstable_by_key(|(id, _)| *id);
+        let stopped_at_a_frame = why.code() == tonic::Code::ResourceExhausted;
+        for (i, (_, waiter)) in waiting.into_iter().enumerate() {
+            let status = if stopped_at_a_frame && i > 0 {
+                not_sent(format!(
+                    "{} stopped at an earlier frame too large for the peer: this call was not run",
+                    self.name
+                ))
+            } else {
+                why.clone()
+            };
+            let _ = waiter.send(Err(status));
         }
     }
 
@@ -371,6 +390,46 @@ mod tests {
         let late = pipe.call(|id| id, Duration::from_secs(10)).await.expect_err("closed");
         assert!(is_not_sent(&late), "{late:?}");
         assert!(pipe.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_frame_too_large_fails_its_own_call_and_the_later_ones_as_not_sent() {
+        let pipe = pipe();
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let pipe = pipe.clone();
+                tokio::spawn(async move {
+                    let mut sent_as = 0;
+                    let result = pipe
+                        .call(
+                            |id| {
+                                sent_as = id;
+                                id
+                            },
+                            Duration::from_secs(10),
+                        )
+                        .await;
+                    (sent_as, result)
+                })
+            })
+            .collect();
+        wait_until_waiting(&pipe, 3).await;
+        pipe.close(Status::resource_exhausted("the KV.Pipe frame after frame 0 too large"));
+        let mut outcomes = Vec::new();
+        for call in calls {
+            let (id, result) = call.await.expect("task");
+            let status = result.expect_err("closed");
+            outcomes.push((id, status.code(), is_not_sent(&status)));
+        }
+        outcomes.sort_by_key(|(id, ..)| *id);
+        assert_eq!(
+            outcomes,
+            [
+                (1, tonic::Code::ResourceExhausted, false),
+                (2, tonic::Code::Unavailable, true),
+                (3, tonic::Code::Unavailable, true)
+            ]
+        );
     }
 
     #[tokio::test]

@@ -57,6 +57,11 @@ pub fn take_from_bytes<'de, T: serde::Deserialize<'de>>(
 /// messages (whose elements take more than 16 bytes each) and holds a claimed
 /// count to `size_of::<T>() / 16` bytes per input byte; shorter elements still
 /// decode, into a `Vec` that grows as they arrive.
+///
+/// Maps are not covered: postcard reports a map's claimed length whatever
+/// the reader says (serde then caps a `HashMap`'s preallocation at 1 MiB).
+/// Every decoded type uses `BTreeMap`/`BTreeSet`, which preallocate nothing;
+/// keep it so.
 struct Guarded<'de>(Slice<'de>);
 
 impl<'de> Flavor<'de> for Guarded<'de> {

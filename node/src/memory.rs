@@ -9,11 +9,14 @@
 //! summed again every [`REFRESH_INTERVAL`] by [`run`] rather than per write.
 //! In between, every write a leader admits under a budget adds its key and
 //! value to the total ([`DataBytes::admit`]), as if it made the data that
-//! much bigger, so a burst cannot run past the budget until the next sum: the
-//! estimate errs high (an overwrite is counted whole until the sum), never
-//! low by more than the writes in flight at the sum. Measured: 256 writers of
-//! 1 KiB values against a 20 MB budget stopped at 20.3 MB (22.6 MB when
-//! only the periodic sum counted). Followers' copies count too: every replica
+//! much bigger, so a burst cannot run past the budget until the next sum. The
+//! estimate errs high (an overwrite is counted whole until the sum), and low
+//! only by the writes in flight: those checked at once (the check and the
+//! count are not one atomic step) and those admitted but not yet applied when
+//! a sum replaces the count. So the data can pass the budget by about the
+//! concurrent writes times their size, not by a whole interval's writes.
+//! Measured: 256 writers of 1 KiB values against a 20 MB budget stopped at
+//! 20.26 MB (22.6 MB when only the periodic sum counted). Followers' copies count too: every replica
 //! a node hosts is in its memory, whichever node leads it.
 //!
 //! # Caveats

@@ -5,9 +5,10 @@
 #
 # Source it from a script that has `set -euo pipefail`, then:
 #   demo_start_cluster NAME     # sets: bin, work, base, router, node2_pid
-# Before calling demo_start_cluster, a script may set demo_bin (the binaries'
-# directory; default the debug build), demo_server_flags (extra flags of every
-# node and router) and demo_cli_flags (extra flags of the CLI calls here).
+# Before sourcing it, a script may set demo_bin (the binaries' directory;
+# default the debug build); before calling demo_start_cluster,
+# demo_server_flags (extra flags of every node and router) and demo_cli_flags
+# (extra flags of the CLI calls here), both arrays.
 #   demo_spawn NAME CMD...      # starts a process, logged to $work/NAME.log; sets last_pid
 #   demo_retry CMD...           # until it succeeds, 60 s at most, failing fast if a process died
 # Everything started is stopped, and $work removed, on exit.
@@ -28,8 +29,6 @@ trap demo_cleanup EXIT
 base=$((20000 + RANDOM % 1200 * 10))
 router=127.0.0.1:$base
 bin=${demo_bin:-${CARGO_TARGET_DIR:-target}/debug}
-[ -v demo_server_flags ] || demo_server_flags=()
-[ -v demo_cli_flags ] || demo_cli_flags=()
 
 # Fails at once, with its log, if a process we started has exited.
 demo_check_alive() {
@@ -72,11 +71,12 @@ demo_start_cluster() {
   local i
   for i in 1 2 3; do
     demo_spawn "node-$i" "$bin/ringkv" node --id "$i" --listen "127.0.0.1:$((base + i))" --data-dir "$work/n$i" \
-      "${demo_server_flags[@]}"
+      ${demo_server_flags[@]+"${demo_server_flags[@]}"}
     if [ "$i" = 2 ]; then node2_pid=$last_pid; fi
   done
-  demo_retry "$bin/ringkv" "${demo_cli_flags[@]}" --timeout-ms 5000 --addr "127.0.0.1:$((base + 1))" \
-    cluster init --nodes "1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
-  demo_spawn router "$bin/ringkv" router --listen "$router" --nodes "$nodes" "${demo_server_flags[@]}"
-  demo_retry "$bin/ringkv" "${demo_cli_flags[@]}" --timeout-ms 1000 --addr "$router" put demo:ready 1
+  demo_retry "$bin/ringkv" ${demo_cli_flags[@]+"${demo_cli_flags[@]}"} --timeout-ms 5000 \
+    --addr "127.0.0.1:$((base + 1))" cluster init --nodes "1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
+  demo_spawn router "$bin/ringkv" router --listen "$router" --nodes "$nodes" \
+    ${demo_server_flags[@]+"${demo_server_flags[@]}"}
+  demo_retry "$bin/ringkv" ${demo_cli_flags[@]+"${demo_cli_flags[@]}"} --timeout-ms 1000 --addr "$router" put demo:ready 1
 }

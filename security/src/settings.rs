@@ -39,8 +39,8 @@ pub struct SecuritySettings {
     /// File holding the cluster secret the nodes and routers present to each
     /// other (it opens everything, Raft included); the same on every node and
     /// router. Off when not given (unless --peer-mtls): Raft calls are not
-    /// authenticated. Every token file may hold a second token on its own
-    /// line while it rotates: the first is presented, both are accepted.
+    /// authenticated. Every token file may hold up to four tokens, one per
+    /// line, while one rotates: the first is presented, all are accepted.
     #[arg(long, value_name = "FILE")]
     pub peer_token_file: Option<PathBuf>,
 }

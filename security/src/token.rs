@@ -18,7 +18,8 @@ pub const MAX_TOKENS_PER_FILE: usize = 4;
 
 /// One or more secrets of one role: the first is presented, any is accepted.
 /// `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
+/// Not `PartialEq`: secrets are compared only by [`Token::matches`].
+#[derive(Clone)]
 pub struct Token(Arc<[Box<str>]>);
 
 impl Token {

@@ -125,6 +125,34 @@ async fn a_request_over_the_size_limit_is_resource_exhausted_on_nodes_and_router
     assert!(kv.get("small-piped", Consistency::Linearizable).await.expect("read").is_some());
 }
 
+/// Through the client library, whose pipe carries requests up to 64 KiB: a
+/// piped request over a smaller server limit fails with RESOURCE_EXHAUSTED,
+/// and the calls sharing its pipe still succeed (those behind it were not
+/// run, and are sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_request_over_the_size_limit_fails_alone() {
+    let cluster = Cluster::start(1, &["--max-value-bytes", "16384", "--max-request-bytes", "32768"]).await;
+    cluster.init(2, 1).await.expect("init");
+    cluster.wait_for_leaders(2, DEADLINE).await;
+    let kv = client(cluster.addrs());
+    kv.put("warm", "up", PutOptions::default()).await.expect("the pipe opens");
+    let small = (0..32).map(|i| {
+        let kv = kv.clone();
+        tokio::spawn(async move { kv.put(format!("small-{i}"), "v", PutOptions::default()).await })
+    });
+    let small: Vec<_> = small.collect();
+    let err =
+        kv.put("piped-big", vec![7u8; 40_000], PutOptions::default()).await.expect_err("over the limit");
+    assert!(
+        matches!(&err, Error::Other { code: Code::ResourceExhausted, message } if message.contains("--max-request-bytes")),
+        "{err}"
+    );
+    for (i, call) in small.into_iter().enumerate() {
+        call.await.expect("task").unwrap_or_else(|e| panic!("small-{i} failed beside the big one: {e}"));
+    }
+    assert!(kv.get("piped-big", Consistency::Linearizable).await.expect("read").is_none());
+}
+
 /// On `KV.Pipe`, a frame over the limit is answered by the end of the stream:
 /// the frame before it is answered first, then RESOURCE_EXHAUSTED naming the
 /// setting and the last frame read.

@@ -126,12 +126,9 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
 /// Runs `ringkv-node` with this argument list (program name first): parses the
 /// settings, prints them or an error if asked or wrong, else runs the node.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let loaded = match ringkv_settings::parse::<NodeArgs, _, _>(argv) {
+    let loaded = match ringkv_settings::parse_or_report::<NodeArgs, _, _>(argv) {
         Ok(loaded) => loaded,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
-        }
+        Err(code) => return code,
     };
     if let Err(err) = loaded.settings.check() {
         eprintln!("error: {err}");

@@ -65,12 +65,9 @@ pub struct RouterArgs {
 /// Runs `ringkv-router` with this argument list (program name first): parses
 /// the settings, prints them or an error if asked or wrong, else runs it.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let loaded = match ringkv_settings::parse::<RouterArgs, _, _>(argv) {
+    let loaded = match ringkv_settings::parse_or_report::<RouterArgs, _, _>(argv) {
         Ok(loaded) => loaded,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
-        }
+        Err(code) => return code,
     };
     if loaded.settings.request_timeout_ms == 0 {
         eprintln!("error: --request-timeout-ms must be greater than 0");

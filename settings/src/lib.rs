@@ -108,6 +108,20 @@ where
     Ok(Loaded { settings, effective })
 }
 
+/// [`parse`] for a program's `main`: an error (or `--help`, `--version`) is
+/// printed, and the exit code to return comes back instead of the settings.
+pub fn parse_or_report<T, I, A>(argv: I) -> Result<Loaded<T>, std::process::ExitCode>
+where
+    T: CommandFactory + FromArgMatches,
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    parse(argv).map_err(|err| {
+        let _ = err.print();
+        std::process::ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+    })
+}
+
 /// Renders the effective settings as a TOML file that [`parse`] accepts, each
 /// line commented with its source; settings whose name ends in one of
 /// `secret_suffixes` print as `<redacted>`.

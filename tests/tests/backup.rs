@@ -107,6 +107,7 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_write() {
     let deadline = Instant::now() + TIMEOUT;
     while writes.lock().expect("writes lock: a writer panicked").acked.len() < WRITERS {
         assert!(Instant::now() < deadline, "writers made no progress");
+        // Poll interval of this deadline-bounded wait.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
